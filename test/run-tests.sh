@@ -20,7 +20,7 @@ for bin in "$@"; do
   rc=$?
   cat "$log"
   p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
-  s=$(grep -c '^\[  SKIPPED \] [a-z_]' "$log")
+  s=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
   f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
   pass=$((pass + ${p:-0})); skip=$((skip + ${s:-0}))
   if [ $rc -ne 0 ] || [ -n "$f" ]; then
