@@ -144,22 +144,47 @@ typedef struct admit_rate_s {
  * Parses a rate spec such as "100/s", "10 per minute", "5/10s" or
  * "10/minute;100/hour" into @p rates.
  *
- * Units: ns, us, ms, s, second(s), sec, m, min, minute(s), h, hour(s),
- * d, day(s); "N per M unit" and "N/M unit" multiply the period. Up to
- * @p cap rates are written. Returns the number of rates (at least 1), or
- * ADMIT_EINVAL for an empty spec, a zero or negative count or period,
- * overflow, an unknown unit, trailing garbage or more than @p cap rates;
- * then @p err_offset (if not NULL) gets the byte offset where parsing failed.
- * Thread-safe.
+ * The grammar (case-insensitive; `ws` is ASCII white space, all optional):
+ *
+ *     spec  = ws rate ws { sep ws rate ws }
+ *     sep   = ";" | "," | "|"
+ *     rate  = count ws ( "/" | "per" ) ws [ mult ws ] unit
+ *     count = mult = decimal digits, nonzero, at most UINT64_MAX
+ *
+ * The period is mult (default 1) times the unit: ns, nsec(s),
+ * nanosecond(s); us, usec(s), microsecond(s); ms, msec(s),
+ * millisecond(s); s, sec(s), second(s); m, min(s), minute(s); h, hr(s),
+ * hour(s); d, day(s); w, week(s); month(s) (30 days) and year(s) (360
+ * days). Every spec the Python `limits` library (2.8) accepts with ASCII
+ * white space parses to the same rates, except that zero counts and
+ * multipliers (a zero multiplier means 1 there), numbers beyond 64 bits
+ * and the stray ":" its pattern lets through before a separator are
+ * errors here.
+ *
+ * Returns the number of rates (at least 1), having written them to
+ * @p rates[0..cap-1]. With @p rates NULL and @p cap 0 nothing is written
+ * and the rates are only counted. On error returns ADMIT_EINVAL, leaves
+ * @p rates untouched and sets @p err_offset (if not NULL) to the byte
+ * offset of the first problem from the left: a NULL or empty spec, no
+ * rate where one was expected (white space only, "10/s;;5/m", a trailing
+ * separator), a sign or zero, a number above UINT64_MAX, a period above
+ * UINT64_MAX ns (at its multiplier), an unknown unit, trailing garbage, or
+ * one rate more than @p cap (at its start); NULL @p rates with a nonzero
+ * @p cap is an error at offset 0. Pure and thread-safe; allocates nothing.
  */
 ADMIT_EXTERN int admit_rate_parse(const char* spec, admit_rate_t* rates,
                                   size_t cap, size_t* err_offset);
 
 /**
- * Formats @p rate as "count/period" ("10/1m", "5/10s") into @p buf.
+ * Formats @p rate as "count/period" ("10/1m", "5/10s", "3/250ms") into
+ * @p buf.
  *
- * Returns the length written (without the NUL) or ADMIT_EINVAL if @p buf
- * is too small; the output parses back to the same rate.
+ * The period is written with the largest of d, h, m, s, ms, us and ns that
+ * divides it exactly, which is the shortest such form; it parses back to
+ * the same rate. 64 bytes always suffice. Returns the length written
+ * (without the NUL), or ADMIT_EINVAL for a NULL argument, a zero count or
+ * period, or a @p buf too small (then @p buf, if @p size > 0, holds "").
+ * Thread-safe.
  */
 ADMIT_EXTERN int admit_rate_format(const admit_rate_t* rate, char* buf,
                                    size_t size);
