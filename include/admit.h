@@ -18,5 +18,6 @@
 #include "admit/guard.h"
 #include "admit/admission.h"
 #include "admit/health.h"
+#include "admit/notify.h"
 
 #endif /* ADMIT_H */
