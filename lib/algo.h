@@ -19,10 +19,16 @@
  *             remaining = (tolerance - (base - now)) / T,
  *             reset_after = base - now.
  *   limit = B. Fresh iff TAT <= now.
+ *   The end of time: a new TAT that would pass UINT64_MAX does not fit
+ *   (saturating it would admit everything in the last `tolerance` ns):
+ *   retry_after = UINT64_MAX means "never", and remaining counts only units
+ *   whose TAT is representable.
  *
  * Fixed window, count C per period P (windows aligned to multiples of P on
- * the clock): w = now / P; cell.w0 = w + 1 (0 = never seen), cell.w1 = used
- * in that window (a stale w0 means used = 0).
+ * the clock; C <= UINT32_MAX by validation, so that the in-process limiter
+ * can pack window and count into one atomic word): w = now / P;
+ * cell.w0 = w + 1 (0 = never seen), cell.w1 = used in that window (a stale
+ * w0 means used = 0).
  *   allowed iff used + cost <= C; remaining = C - used (after the decision);
  *   on deny retry_after = (w + 1) * P - now; reset_after = (w + 1) * P - now
  *   when used > 0 else 0. limit = C. Fresh iff used == 0 after staleness.
@@ -43,10 +49,26 @@
  *   reset_after = (w + 2) * P - now if cur > 0, else (w + 1) * P - now if
  *   prev > 0, else 0. limit = C. Fresh iff cur == 0 and prev == 0.
  *
+ * Windows, both kinds: a cell whose window is later than now's (a caller
+ * with a later clock reading got there first) is decided at the start of
+ * that window, never reset as stale, since that would forget its units;
+ * retry_after and reset_after still count from the caller's now. A window
+ * that would start after UINT64_MAX never comes: retry_after (and
+ * reset_after) = UINT64_MAX. w0 = w + 1 saturates.
+ *
+ * Remaining, in every algorithm, is the largest cost that would fit now
+ * after the decision; reset_after is how long until the cells are fresh.
+ *
  * Several rates: every rate must allow; a denial changes no cell. The
  * decision reports the deciding rate: on deny the one with the largest
- * retry_after, on allow the one with the smallest remaining; reset_after is
- * the largest over all rates.
+ * retry_after, on allow the one with the smallest remaining (ties: the
+ * lowest index); reset_after is the largest over all rates. A token bucket
+ * reservation that waits charges every rate as of the time it may run
+ * (base = max(TAT, now + wait)), so each rate sees the units when they are
+ * used and none is over-admitted by a wait another rate imposed.
+ *
+ * Peek is a cost-0 decision: windows always allow it; a bucket reserved
+ * beyond now + tolerance denies it with the wait. Refund: see below.
  *
  * Cost: 0 or more than any rate's limit is ADMIT_EINVAL (it can never fit).
  */
@@ -61,6 +83,8 @@ typedef struct admit__rate_params_s {
   uint64_t period_ns;    /* the rate's period */
   uint64_t interval_ns;  /* bucket: ceil(period / count) */
   uint64_t tolerance_ns; /* bucket: limit * interval */
+  uint64_t interval_inv; /* UINT64_MAX / interval_ns, for admit__udiv */
+  uint64_t period_inv;   /* UINT64_MAX / period_ns, for admit__udiv */
 } admit__rate_params_t;
 
 /* A validated quota, ready for decisions. */
@@ -76,11 +100,21 @@ typedef struct admit__cell_s {
   uint64_t w1;
 } admit__cell_t;
 
+/* Exact floor(n / d) for d >= 1 without a divide instruction, given
+ * m = UINT64_MAX / d: with that m, mulhi(n, m) is floor(n / d) or one less,
+ * and one multiply-compare corrects it. */
+static inline uint64_t admit__udiv(uint64_t n, uint64_t d, uint64_t m) {
+  uint64_t q = (uint64_t)(((unsigned __int128)n * m) >> 64);
+  if (n - q * d >= d) q++;
+  return q;
+}
+
 /* Validates @p q and precomputes parameters. Returns 0 or ADMIT_EINVAL. */
 int admit__algo_init(admit__algo_t* a, const admit_quota_t* q);
 
 /* Decides @p cost at @p now over a->nrates cells. Writes the cells to store
- * into @p next (equal to @p cur on a denial) and fills @p d (may be NULL).
+ * into @p next (equal to @p cur on a denial; @p next may be @p cur) and
+ * fills @p d (may be NULL).
  * Returns 1 if allowed, 0 if denied, ADMIT_EINVAL for a bad cost. */
 int admit__algo_decide(const admit__algo_t* a, const admit__cell_t* cur,
                        admit__cell_t* next, uint64_t now, uint64_t cost,
