@@ -729,7 +729,7 @@ static void test_multi_all_or_nothing(void** state) {
   assert_int_equal(sim_try(&s, 22 * S, 2, &d), 0);
   EXPECT_D(d, 0, 1, 3, 1, 13 * S, 18 * S);
   assert_int_equal(sim_try(&s, 35 * S - 1, 2, &d), 0);
-  EXPECT_D(d, 0, 1, 3, 1, 1, 15 * S + 1);
+  EXPECT_D(d, 0, 1, 3, 1, 1, 5 * S + 1);
   assert_int_equal(sim_try(&s, 35 * S, 2, &d), 1);
 }
 
