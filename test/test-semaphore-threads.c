@@ -81,7 +81,8 @@ static void spin_for(uint64_t n) {
 static void critical(world_t* w, worker_t* k) {
   int now = atomic_fetch_add(&w->inside, 1) + 1;
   int max = atomic_load(&w->max_inside);
-  while (now > max && !atomic_compare_exchange_weak(&w->max_inside, &max, now)) {
+  while (now > max &&
+         !atomic_compare_exchange_weak(&w->max_inside, &max, now)) {
   }
   if ((uint64_t)now > atomic_load(&w->limit)) {
     atomic_fetch_add(&w->capacity_errors, 1);
