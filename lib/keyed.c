@@ -1,0 +1,723 @@
+/* Keyed limiters: limiter state per key in sharded, bounded hash tables.
+ *
+ * A key hashes (with a random per-table secret) to one of up to 256 shards.
+ * Each shard is an open-addressing table under its own lock, with linear
+ * probing kept in Robin Hood order (every cluster sorted by home slot), so
+ * a lookup stops as soon as it meets a slot whose home is past its own, and
+ * deletion shifts the cluster back instead of leaving tombstones.
+ *
+ * A slot is a fixed number of bytes for the whole table:
+ *
+ *   [0, 8)    header: hash bits 0..31, key length << 32, tier << 48;
+ *             0 means empty (keys are at least one byte long)
+ *   [8, 24)   the key when it is at most 16 bytes, else a pointer to a
+ *             private copy of it
+ *   [24, ..)  the state words: one per rate for a token bucket (its TAT),
+ *             two per rate for windows; as many as the largest tier needs
+ *
+ * so a single-rate token bucket costs 32 bytes a slot. A shard grows by a
+ * quarter when it would pass 80% full, which keeps it at least 64% full.
+ *
+ * The number of keys is bounded by one atomic counter shared by all
+ * shards. A new key that finds it at max_keys scans a bounded stretch of
+ * its own shard for keys whose state is fresh (equal to a never-seen one:
+ * dropping them changes no decision) and drops every one it finds there.
+ *
+ * Time: each shard keeps the latest clock reading it has used, and a call
+ * that read the clock a little earlier than another thread (before taking
+ * the lock) decides at that latest time instead, so the state of a key
+ * never sees time go backwards.
+ */
+#include "algo.h"
+#include "keyed-hash.h"
+
+#include <sched.h>
+#include <string.h>
+#include <sys/random.h>
+
+enum {
+  KEY_INLINE = 16,      /* keys up to this long are stored in the slot */
+  SLOT_HEAD = 8 + KEY_INLINE,
+  WORDS_MAX = 2 * ADMIT_RATES_MAX,
+  SLOT_MAX = SLOT_HEAD + 8 * WORDS_MAX,
+  SHARDS_MAX = 256,
+  KEYS_PER_SHARD = 32,  /* fewer shards for small tables */
+  SCAN_KEYS = 32,       /* keys examined per shard to make room */
+  SCAN_SHARDS = 4,      /* shards examined: the key's own and the next */
+  CAP_MIN = 8,
+  KEYLEN_DEFAULT = 512,
+  KEYLEN_LIMIT = 65535, /* stored in 16 bits */
+  TIERS_LIMIT = 65535,  /* stored in 16 bits */
+  SPIN_TRIES = 64
+};
+
+#define MAX_KEYS_DEFAULT ((uint64_t)1 << 20)
+
+/* The shard lock: test-and-test-and-set, yielding after a short spin. The
+ * critical sections are a few dozen nanoseconds, for which this measured
+ * faster than a pthread mutex (see bench/bench-keyed.c); yielding keeps a
+ * preempted holder from costing waiters a whole time slice of spinning. */
+typedef atomic_int shard_lock_t;
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+static inline void shard_lock(shard_lock_t* l) {
+  for (;;) {
+    if (!atomic_exchange_explicit(l, 1, memory_order_acquire)) return;
+    int n = 0;
+    while (atomic_load_explicit(l, memory_order_relaxed)) {
+      if (++n < SPIN_TRIES) {
+        cpu_relax();
+      } else {
+        sched_yield();
+        n = 0;
+      }
+    }
+  }
+}
+
+static inline bool shard_trylock(shard_lock_t* l) {
+  return !atomic_load_explicit(l, memory_order_relaxed) &&
+         !atomic_exchange_explicit(l, 1, memory_order_acquire);
+}
+
+static inline void shard_unlock(shard_lock_t* l) {
+  atomic_store_explicit(l, 0, memory_order_release);
+}
+
+/* Aligned so that no two shards share a cache line. */
+typedef struct shard_s {
+  _Alignas(64) shard_lock_t lock;
+  uint64_t now;      /* latest clock reading used here */
+  uint8_t* slots;    /* cap * slot_size bytes */
+  size_t cap;        /* slots */
+  size_t count;      /* keys held */
+  size_t cursor;     /* where the next scan for room starts */
+  uint64_t evicted;  /* fresh keys dropped to make room */
+  uint64_t full;     /* ADMIT_EFULL answers */
+  uint64_t bytes;    /* slot array plus out-of-line keys */
+} shard_t;
+
+typedef struct tier_s {
+  admit__algo_t algo;
+  uint64_t max_cost; /* the smallest limit among its rates */
+  uint32_t words;    /* state words a key of this tier uses */
+  uint32_t per_rate; /* 1 for a token bucket, 2 for windows */
+} tier_t;
+
+struct admit_keyed_s {
+  admit__clock_t clock;
+  admit__khash_secret_t secret;
+  uint64_t hash_mask;   /* all ones, except in tests that force collisions */
+  uint64_t max_keys;
+  uint32_t max_key_len;
+  uint32_t ntiers;
+  uint32_t nshards;
+  uint32_t shard_shift; /* shard = hash >> shard_shift */
+  size_t slot_size;
+  size_t cap_limit;     /* no shard ever needs more slots */
+  uint64_t fixed_bytes; /* this struct, the tiers and the shards */
+  tier_t* tiers;
+  shard_t* shards;      /* aligned to 64 inside shards_mem */
+  void* shards_mem;
+  /* Written by every insertion and deletion: kept off the lines above. */
+  char pad0[64];
+  _Atomic uint64_t nkeys;
+  char pad1[64 - sizeof(uint64_t)];
+};
+
+/* --- slots ---------------------------------------------------------------- */
+
+static inline uint8_t* slot_at(const admit_keyed_t* k, const shard_t* s,
+                               size_t i) {
+  return s->slots + i * k->slot_size;
+}
+
+static inline uint64_t slot_head(const uint8_t* sl) {
+  uint64_t h;
+  memcpy(&h, sl, 8);
+  return h;
+}
+
+static inline uint64_t make_head(uint64_t hash, size_t keylen, uint32_t tier) {
+  return (hash & 0xffffffffu) | ((uint64_t)keylen << 32) |
+         ((uint64_t)tier << 48);
+}
+
+static inline size_t head_keylen(uint64_t h) {
+  return (size_t)((h >> 32) & 0xffffu);
+}
+
+static inline uint32_t head_tier(uint64_t h) { return (uint32_t)(h >> 48); }
+
+/* The home slot of a hash: the top of its low 32 bits scaled to cap. */
+static inline size_t home_of(uint64_t head, size_t cap) {
+  return (size_t)(((head & 0xffffffffu) * (uint64_t)cap) >> 32);
+}
+
+static inline size_t dist_of(uint64_t head, size_t i, size_t cap) {
+  size_t h = home_of(head, cap);
+  return i >= h ? i - h : i + cap - h;
+}
+
+static inline const uint8_t* slot_key(const uint8_t* sl, size_t keylen) {
+  if (keylen <= KEY_INLINE) return sl + 8;
+  const uint8_t* p;
+  memcpy(&p, sl + 8, sizeof(p));
+  return p;
+}
+
+static inline void cells_load(const tier_t* t, const uint8_t* sl,
+                              admit__cell_t* c) {
+  const uint8_t* w = sl + SLOT_HEAD;
+  for (uint32_t i = 0; i < t->algo.nrates; i++) {
+    memcpy(&c[i].w0, w, 8);
+    w += 8;
+    if (t->per_rate == 2) {
+      memcpy(&c[i].w1, w, 8);
+      w += 8;
+    } else {
+      c[i].w1 = 0;
+    }
+  }
+}
+
+static inline void cells_store(const tier_t* t, uint8_t* sl,
+                               const admit__cell_t* c) {
+  uint8_t* w = sl + SLOT_HEAD;
+  for (uint32_t i = 0; i < t->algo.nrates; i++) {
+    memcpy(w, &c[i].w0, 8);
+    w += 8;
+    if (t->per_rate == 2) {
+      memcpy(w, &c[i].w1, 8);
+      w += 8;
+    }
+  }
+}
+
+static bool slot_fresh(const admit_keyed_t* k, const uint8_t* sl,
+                       uint64_t now) {
+  const tier_t* t = &k->tiers[head_tier(slot_head(sl))];
+  admit__cell_t c[ADMIT_RATES_MAX];
+  cells_load(t, sl, c);
+  return admit__algo_fresh(&t->algo, c, now);
+}
+
+/* Finds a key. Returns true with *pos at its slot, or false with *pos at
+ * the slot where it belongs (the first empty slot or the first one whose
+ * home lies past the key's). */
+static bool shard_find(const admit_keyed_t* k, const shard_t* s,
+                       uint64_t head, const void* key, size_t keylen,
+                       size_t* pos) {
+  size_t cap = s->cap;
+  if (cap == 0) {
+    *pos = 0;
+    return false;
+  }
+  size_t i = home_of(head, cap);
+  for (size_t d = 0;; d++) {
+    const uint8_t* sl = slot_at(k, s, i);
+    uint64_t h = slot_head(sl);
+    if (h == 0) break;
+    if (h == head && memcmp(slot_key(sl, keylen), key, keylen) == 0) {
+      *pos = i;
+      return true;
+    }
+    if (dist_of(h, i, cap) < d) break;
+    if (++i == cap) i = 0;
+  }
+  *pos = i;
+  return false;
+}
+
+/* Puts a slot's bytes at @p pos, shifting the rest of the cluster one slot
+ * on. The table must have an empty slot. */
+static void shard_place(const admit_keyed_t* k, shard_t* s, size_t pos,
+                        const uint8_t* sl) {
+  size_t cap = s->cap;
+  size_t ss = k->slot_size;
+  size_t e = pos;
+  while (slot_head(slot_at(k, s, e)) != 0) {
+    if (++e == cap) e = 0;
+  }
+  while (e != pos) {
+    size_t p = e == 0 ? cap - 1 : e - 1;
+    memcpy(slot_at(k, s, e), slot_at(k, s, p), ss);
+    e = p;
+  }
+  memcpy(slot_at(k, s, pos), sl, ss);
+}
+
+/* Inserts into a table known not to hold the key (used by resizing). */
+static void shard_put(const admit_keyed_t* k, shard_t* s, const uint8_t* sl) {
+  uint64_t head = slot_head(sl);
+  size_t cap = s->cap;
+  size_t i = home_of(head, cap);
+  for (size_t d = 0;; d++) {
+    uint64_t h = slot_head(slot_at(k, s, i));
+    if (h == 0 || dist_of(h, i, cap) < d) break;
+    if (++i == cap) i = 0;
+  }
+  shard_place(k, s, i, sl);
+}
+
+/* Removes the key at @p pos, freeing its out-of-line copy, and shifts the
+ * cluster after it back by one slot. */
+static void shard_delete(admit_keyed_t* k, shard_t* s, size_t pos) {
+  size_t cap = s->cap;
+  size_t ss = k->slot_size;
+  uint8_t* sl = slot_at(k, s, pos);
+  size_t keylen = head_keylen(slot_head(sl));
+  if (keylen > KEY_INLINE) {
+    admit__free((void*)slot_key(sl, keylen));
+    s->bytes -= keylen;
+  }
+  size_t i = pos;
+  for (;;) {
+    size_t n = i + 1 == cap ? 0 : i + 1;
+    uint8_t* nx = slot_at(k, s, n);
+    uint64_t h = slot_head(nx);
+    if (h == 0 || dist_of(h, n, cap) == 0) break;
+    memcpy(slot_at(k, s, i), nx, ss);
+    i = n;
+  }
+  memset(slot_at(k, s, i), 0, ss);
+  s->count--;
+  atomic_fetch_sub_explicit(&k->nkeys, 1, memory_order_relaxed);
+}
+
+/* Moves every key into a table of @p cap slots. Returns 0 or ENOMEM. */
+static int shard_resize(admit_keyed_t* k, shard_t* s, size_t cap) {
+  uint8_t* slots = (uint8_t*)admit__calloc(cap, k->slot_size);
+  if (slots == NULL) return ADMIT_ENOMEM;
+  shard_t old = *s;
+  s->slots = slots;
+  s->cap = cap;
+  s->cursor = 0;
+  for (size_t i = 0; i < old.cap; i++) {
+    const uint8_t* sl = old.slots + i * k->slot_size;
+    if (slot_head(sl) != 0) shard_put(k, s, sl);
+  }
+  admit__free(old.slots);
+  s->bytes = s->bytes - (uint64_t)old.cap * k->slot_size +
+             (uint64_t)cap * k->slot_size;
+  return 0;
+}
+
+/* Holding no more than 80% of the slots keeps probe sequences short. */
+static inline bool shard_fits(size_t count, size_t cap) {
+  return count * 5 <= cap * 4;
+}
+
+static size_t shard_grown_cap(const admit_keyed_t* k, size_t cap) {
+  size_t next = cap + cap / 4;
+  if (next < cap + CAP_MIN) next = cap + CAP_MIN;
+  return next < k->cap_limit ? next : k->cap_limit;
+}
+
+/* Gives memory back when a shard is less than 40% full, leaving it two
+ * thirds full: far enough from both thresholds that a shard does not
+ * shrink and grow by turns. Without this, a shard's size would follow the
+ * highest count it ever held, and under churn every shard's count drifts
+ * up and down around its share. */
+static void shard_maybe_shrink(admit_keyed_t* k, shard_t* s) {
+  if (s->count == 0) {
+    admit__free(s->slots);
+    s->bytes -= (uint64_t)s->cap * k->slot_size;
+    s->slots = NULL;
+    s->cap = 0;
+    s->cursor = 0;
+    return;
+  }
+  if (s->cap <= CAP_MIN || s->count * 5 >= s->cap * 2) return;
+  size_t cap = s->count + s->count / 2;
+  if (cap < CAP_MIN) cap = CAP_MIN;
+  /* On failure the bigger table simply stays. */
+  (void)shard_resize(k, s, cap);
+}
+
+/* Examines up to @p budget keys from the shard's cursor on (or every key,
+ * for budget SIZE_MAX) and drops each fresh one. Returns how many. */
+static uint64_t shard_drop_fresh(admit_keyed_t* k, shard_t* s, uint64_t now,
+                                 size_t budget) {
+  size_t cap = s->cap;
+  if (cap == 0 || s->count == 0) return 0;
+  size_t i = budget == SIZE_MAX ? 0 : s->cursor % cap;
+  size_t steps = 0;
+  size_t seen = 0;
+  uint64_t dropped = 0;
+  while (steps < cap && seen < budget && s->count > 0) {
+    uint8_t* sl = slot_at(k, s, i);
+    if (slot_head(sl) != 0) {
+      seen++;
+      if (slot_fresh(k, sl, now)) {
+        /* The next key of the cluster moves into this slot: look at it
+         * again without advancing. */
+        shard_delete(k, s, i);
+        dropped++;
+        continue;
+      }
+    }
+    steps++;
+    if (++i == cap) i = 0;
+  }
+  s->cursor = i;
+  return dropped;
+}
+
+/* --- the table ------------------------------------------------------------ */
+
+static inline bool key_reserve(admit_keyed_t* k) {
+  uint64_t c = atomic_load_explicit(&k->nkeys, memory_order_relaxed);
+  do {
+    if (c >= k->max_keys) return false;
+  } while (!atomic_compare_exchange_weak_explicit(
+      &k->nkeys, &c, c + 1, memory_order_relaxed, memory_order_relaxed));
+  return true;
+}
+
+static inline void key_unreserve(admit_keyed_t* k) {
+  atomic_fetch_sub_explicit(&k->nkeys, 1, memory_order_relaxed);
+}
+
+static inline bool key_valid(const admit_keyed_t* k, const void* key,
+                             size_t keylen) {
+  return key != NULL && keylen >= 1 && keylen <= k->max_key_len;
+}
+
+static inline uint64_t key_hash(const admit_keyed_t* k, uint32_t tier,
+                                const void* key, size_t keylen) {
+  return admit__khash(&k->secret, tier, key, keylen) & k->hash_mask;
+}
+
+void admit__keyed_hash_mask(admit_keyed_t* k, uint64_t mask) {
+  k->hash_mask = mask;
+}
+
+static inline shard_t* shard_of(const admit_keyed_t* k, uint64_t hash) {
+  /* A shift by 64 is undefined: one shard takes no bits. */
+  return k->nshards == 1 ? k->shards : &k->shards[hash >> k->shard_shift];
+}
+
+/* Locks the shard of a key and returns the time to decide at. */
+static inline uint64_t shard_enter(shard_t* s, uint64_t now) {
+  shard_lock(&s->lock);
+  if (now < s->now) return s->now;
+  s->now = now;
+  return now;
+}
+
+static void random_secret(admit_keyed_t* k) {
+  uint64_t raw[4] = {0, 0, 0, 0};
+  ssize_t got = getrandom(raw, sizeof(raw), GRND_NONBLOCK);
+  if (got != (ssize_t)sizeof(raw)) {
+    /* No kernel entropy yet (early boot): fall back to what varies. */
+    raw[0] ^= admit_now_ns();
+    raw[1] ^= (uint64_t)(uintptr_t)k;
+    raw[2] ^= admit__random();
+    raw[3] ^= admit__random();
+  }
+  admit__khash_secret_init(&k->secret, raw);
+}
+
+int admit_keyed_new(admit_keyed_t** out, const admit_keyed_options_t* opts) {
+  if (out == NULL) return ADMIT_EINVAL;
+  *out = NULL;
+  if (opts == NULL || opts->quotas == NULL || opts->nquotas == 0 ||
+      opts->nquotas > TIERS_LIMIT || opts->max_key_len > KEYLEN_LIMIT) {
+    return ADMIT_EINVAL;
+  }
+  uint64_t max_keys = opts->max_keys != 0 ? opts->max_keys : MAX_KEYS_DEFAULT;
+  /* Beyond this a shard's slot count could overflow size_t math. */
+  if (max_keys > ((uint64_t)1 << 40)) return ADMIT_EINVAL;
+
+  admit_keyed_t* k = (admit_keyed_t*)admit__calloc(1, sizeof(*k));
+  if (k == NULL) return ADMIT_ENOMEM;
+  k->tiers = (tier_t*)admit__calloc(opts->nquotas, sizeof(tier_t));
+  if (k->tiers == NULL) {
+    admit__free(k);
+    return ADMIT_ENOMEM;
+  }
+  uint32_t words = 1;
+  for (uint32_t i = 0; i < opts->nquotas; i++) {
+    tier_t* t = &k->tiers[i];
+    if (admit__algo_init(&t->algo, &opts->quotas[i]) != 0) {
+      admit__free(k->tiers);
+      admit__free(k);
+      return ADMIT_EINVAL;
+    }
+    t->max_cost = UINT64_MAX;
+    for (uint32_t r = 0; r < t->algo.nrates; r++) {
+      if (t->algo.r[r].limit < t->max_cost) t->max_cost = t->algo.r[r].limit;
+    }
+    t->per_rate = t->algo.algo == ADMIT_TOKEN_BUCKET ? 1 : 2;
+    t->words = t->per_rate * t->algo.nrates;
+    if (t->words > words) words = t->words;
+  }
+  k->ntiers = opts->nquotas;
+  k->max_keys = max_keys;
+  k->max_key_len = opts->max_key_len != 0 ? opts->max_key_len
+                                          : KEYLEN_DEFAULT;
+  k->slot_size = SLOT_HEAD + 8 * (size_t)words;
+  k->cap_limit = (size_t)(max_keys + max_keys / 4 + 2);
+  admit__clock_init(&k->clock, opts->clock);
+  random_secret(k);
+  k->hash_mask = UINT64_MAX;
+
+  uint32_t nshards = 1;
+  while (nshards < SHARDS_MAX &&
+         (uint64_t)nshards * 2 * KEYS_PER_SHARD <= max_keys) {
+    nshards *= 2;
+  }
+  uint32_t bits = 0;
+  while ((1u << bits) < nshards) bits++;
+  k->nshards = nshards;
+  k->shard_shift = 64 - bits;
+  k->shards_mem = admit__calloc(1, nshards * sizeof(shard_t) + 64);
+  if (k->shards_mem == NULL) {
+    admit__free(k->tiers);
+    admit__free(k);
+    return ADMIT_ENOMEM;
+  }
+  uintptr_t at = ((uintptr_t)k->shards_mem + 63) & ~(uintptr_t)63;
+  k->shards = (shard_t*)at;
+  k->fixed_bytes = sizeof(*k) + (uint64_t)opts->nquotas * sizeof(tier_t) +
+                   nshards * sizeof(shard_t) + 64;
+  *out = k;
+  return 0;
+}
+
+void admit_keyed_free(admit_keyed_t* k) {
+  if (k == NULL) return;
+  for (uint32_t i = 0; i < k->nshards; i++) {
+    shard_t* s = &k->shards[i];
+    for (size_t j = 0; j < s->cap; j++) {
+      const uint8_t* sl = slot_at(k, s, j);
+      size_t keylen = head_keylen(slot_head(sl));
+      if (keylen > KEY_INLINE) admit__free((void*)slot_key(sl, keylen));
+    }
+    admit__free(s->slots);
+  }
+  admit__free(k->shards_mem);
+  admit__free(k->tiers);
+  admit__free(k);
+}
+
+/* Makes room for one key when the table holds max_keys: drops the fresh
+ * keys among the next SCAN_KEYS of the key's own shard, then, while no room
+ * came of it, of the next shards that are not busy (trying their locks
+ * while holding ours cannot deadlock). Returns true with a key reserved,
+ * and sets *moved if keys of @p s moved. */
+static bool make_room(admit_keyed_t* k, shard_t* s, uint64_t now,
+                      bool* moved) {
+  uint64_t dropped = shard_drop_fresh(k, s, now, SCAN_KEYS);
+  s->evicted += dropped;
+  if (dropped > 0) {
+    *moved = true;
+    shard_maybe_shrink(k, s);
+  }
+  if (key_reserve(k)) return true;
+  size_t self = (size_t)(s - k->shards);
+  for (uint32_t j = 1; j < SCAN_SHARDS && j < k->nshards; j++) {
+    shard_t* o = &k->shards[(self + j) & (k->nshards - 1)];
+    if (!shard_trylock(&o->lock)) continue;
+    if (o->now < now) o->now = now;
+    dropped = shard_drop_fresh(k, o, o->now, SCAN_KEYS);
+    o->evicted += dropped;
+    if (dropped > 0) shard_maybe_shrink(k, o);
+    shard_unlock(&o->lock);
+    if (key_reserve(k)) return true;
+  }
+  return false;
+}
+
+/* Adds a new key whose state becomes @p cells. Called with the shard
+ * locked after shard_find said the key belongs at *pos. */
+static int shard_add(admit_keyed_t* k, shard_t* s, size_t pos, uint64_t head,
+                     const void* key, size_t keylen, uint64_t now,
+                     const tier_t* t, const admit__cell_t* cells) {
+  bool moved = false;
+  if (!key_reserve(k) && !make_room(k, s, now, &moved)) {
+    s->full++;
+    return ADMIT_EFULL;
+  }
+  if (!shard_fits(s->count + 1, s->cap)) {
+    if (shard_resize(k, s, shard_grown_cap(k, s->cap)) != 0) {
+      key_unreserve(k);
+      return ADMIT_ENOMEM;
+    }
+    moved = true;
+  }
+  uint8_t sl[SLOT_MAX];
+  memset(sl, 0, k->slot_size);
+  memcpy(sl, &head, 8);
+  if (keylen <= KEY_INLINE) {
+    memcpy(sl + 8, key, keylen);
+  } else {
+    void* copy = admit__malloc(keylen);
+    if (copy == NULL) {
+      key_unreserve(k);
+      return ADMIT_ENOMEM;
+    }
+    memcpy(copy, key, keylen);
+    memcpy(sl + 8, &copy, sizeof(copy));
+    s->bytes += keylen;
+  }
+  cells_store(t, sl, cells);
+  if (moved) shard_find(k, s, head, key, keylen, &pos);
+  shard_place(k, s, pos, sl);
+  s->count++;
+  return 0;
+}
+
+int admit_keyed_try(admit_keyed_t* k, uint32_t tier, const void* key,
+                    size_t keylen, uint64_t cost, admit_decision_t* out) {
+  if (k == NULL || out == NULL || tier >= k->ntiers ||
+      !key_valid(k, key, keylen) || cost == 0 ||
+      cost > k->tiers[tier].max_cost) {
+    if (out != NULL) memset(out, 0, sizeof(*out));
+    return ADMIT_EINVAL;
+  }
+  const tier_t* t = &k->tiers[tier];
+  uint64_t now = admit__clock_now(&k->clock);
+  uint64_t hash = key_hash(k, tier, key, keylen);
+  uint64_t head = make_head(hash, keylen, tier);
+  shard_t* s = shard_of(k, hash);
+  admit__cell_t cur[ADMIT_RATES_MAX];
+  admit__cell_t next[ADMIT_RATES_MAX];
+  size_t pos;
+  now = shard_enter(s, now);
+  if (shard_find(k, s, head, key, keylen, &pos)) {
+    uint8_t* sl = slot_at(k, s, pos);
+    cells_load(t, sl, cur);
+    int rc = admit__algo_decide(&t->algo, cur, next, now, cost, out);
+    if (rc == 1) cells_store(t, sl, next);
+    shard_unlock(&s->lock);
+    return rc < 0 ? rc : 0;
+  }
+  memset(cur, 0, sizeof(cur));
+  int rc = admit__algo_decide(&t->algo, cur, next, now, cost, out);
+  if (rc == 1) {
+    /* A denial changes nothing, so only an admitted new key is stored. */
+    rc = shard_add(k, s, pos, head, key, keylen, now, t, next);
+    if (rc < 0) memset(out, 0, sizeof(*out));
+  }
+  shard_unlock(&s->lock);
+  return rc < 0 ? rc : 0;
+}
+
+int admit_keyed_peek(admit_keyed_t* k, uint32_t tier, const void* key,
+                     size_t keylen, admit_decision_t* out) {
+  if (k == NULL || out == NULL || tier >= k->ntiers ||
+      !key_valid(k, key, keylen)) {
+    return ADMIT_EINVAL;
+  }
+  const tier_t* t = &k->tiers[tier];
+  uint64_t now = admit__clock_now(&k->clock);
+  uint64_t hash = key_hash(k, tier, key, keylen);
+  uint64_t head = make_head(hash, keylen, tier);
+  shard_t* s = shard_of(k, hash);
+  admit__cell_t cur[ADMIT_RATES_MAX];
+  size_t pos;
+  now = shard_enter(s, now);
+  if (shard_find(k, s, head, key, keylen, &pos)) {
+    cells_load(t, slot_at(k, s, pos), cur);
+  } else {
+    memset(cur, 0, sizeof(cur));
+  }
+  admit__algo_peek(&t->algo, cur, now, out);
+  shard_unlock(&s->lock);
+  return 0;
+}
+
+int admit_keyed_refund(admit_keyed_t* k, uint32_t tier, const void* key,
+                       size_t keylen, uint64_t cost) {
+  if (k == NULL || tier >= k->ntiers || !key_valid(k, key, keylen)) {
+    return ADMIT_EINVAL;
+  }
+  const tier_t* t = &k->tiers[tier];
+  if (cost == 0 || cost > t->max_cost) return ADMIT_EINVAL;
+  uint64_t now = admit__clock_now(&k->clock);
+  uint64_t hash = key_hash(k, tier, key, keylen);
+  uint64_t head = make_head(hash, keylen, tier);
+  shard_t* s = shard_of(k, hash);
+  admit__cell_t cur[ADMIT_RATES_MAX];
+  admit__cell_t next[ADMIT_RATES_MAX];
+  size_t pos;
+  int rc = ADMIT_ENOTFOUND;
+  now = shard_enter(s, now);
+  if (shard_find(k, s, head, key, keylen, &pos)) {
+    uint8_t* sl = slot_at(k, s, pos);
+    cells_load(t, sl, cur);
+    /* The keyed limiter keeps no record of when units were taken: they
+     * are given back as if taken now (see keyed.h). */
+    admit__algo_refund(&t->algo, cur, next, now, cost, now);
+    if (admit__algo_fresh(&t->algo, next, now)) {
+      shard_delete(k, s, pos);
+      shard_maybe_shrink(k, s);
+    } else {
+      cells_store(t, sl, next);
+    }
+    rc = 0;
+  }
+  shard_unlock(&s->lock);
+  return rc;
+}
+
+int admit_keyed_reset(admit_keyed_t* k, uint32_t tier, const void* key,
+                      size_t keylen) {
+  if (k == NULL || tier >= k->ntiers || !key_valid(k, key, keylen)) {
+    return ADMIT_EINVAL;
+  }
+  uint64_t hash = key_hash(k, tier, key, keylen);
+  uint64_t head = make_head(hash, keylen, tier);
+  shard_t* s = shard_of(k, hash);
+  size_t pos;
+  int rc = ADMIT_ENOTFOUND;
+  shard_lock(&s->lock);
+  if (shard_find(k, s, head, key, keylen, &pos)) {
+    shard_delete(k, s, pos);
+    shard_maybe_shrink(k, s);
+    rc = 0;
+  }
+  shard_unlock(&s->lock);
+  return rc;
+}
+
+uint64_t admit_keyed_sweep(admit_keyed_t* k) {
+  if (k == NULL) return 0;
+  uint64_t dropped = 0;
+  for (uint32_t i = 0; i < k->nshards; i++) {
+    shard_t* s = &k->shards[i];
+    /* One clock read per shard: a long sweep must not judge the last
+     * shards by a stale time. */
+    uint64_t now = shard_enter(s, admit__clock_now(&k->clock));
+    dropped += shard_drop_fresh(k, s, now, SIZE_MAX);
+    shard_maybe_shrink(k, s);
+    shard_unlock(&s->lock);
+  }
+  return dropped;
+}
+
+int admit_keyed_stats(admit_keyed_t* k, admit_keyed_stats_t* out) {
+  if (k == NULL || out == NULL) return ADMIT_EINVAL;
+  memset(out, 0, sizeof(*out));
+  out->max_keys = k->max_keys;
+  out->bytes = k->fixed_bytes;
+  for (uint32_t i = 0; i < k->nshards; i++) {
+    shard_t* s = &k->shards[i];
+    shard_lock(&s->lock);
+    out->keys += s->count;
+    out->evicted += s->evicted;
+    out->full += s->full;
+    out->bytes += s->bytes;
+    shard_unlock(&s->lock);
+  }
+  return 0;
+}
