@@ -240,6 +240,30 @@ static void test_replace_allocator_used(void** state) {
   assert_int_equal(atomic_load(&n_free), 2);
 }
 
+/* A public object goes through the replaced allocator too. */
+static void test_replace_allocator_public_api(void** state) {
+  (void)state;
+  admit_quota_t q;
+  assert_int_equal(admit_quota_parse(&q, ADMIT_TOKEN_BUCKET, "10/s", NULL),
+                   0);
+  atomic_store(&n_malloc, 0);
+  atomic_store(&n_realloc, 0);
+  atomic_store(&n_calloc, 0);
+  atomic_store(&n_free, 0);
+  assert_int_equal(admit_replace_allocator(count_malloc, count_realloc,
+                                           count_calloc, count_free),
+                   0);
+  admit_limiter_t* l = NULL;
+  assert_int_equal(admit_limiter_new(&l, &q, NULL), 0);
+  int allocs = atomic_load(&n_malloc) + atomic_load(&n_calloc) +
+               atomic_load(&n_realloc);
+  assert_true(allocs >= 1);
+  assert_int_equal(atomic_load(&n_free), 0);
+  admit_limiter_free(l);
+  assert_int_equal(atomic_load(&n_free),
+                   atomic_load(&n_malloc) + atomic_load(&n_calloc));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_every_error_code),
@@ -251,6 +275,8 @@ int main(void) {
       cmocka_unit_test_teardown(test_replace_allocator_rejects_null,
                                 restore_allocator),
       cmocka_unit_test_teardown(test_replace_allocator_used,
+                                restore_allocator),
+      cmocka_unit_test_teardown(test_replace_allocator_public_api,
                                 restore_allocator),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
