@@ -402,6 +402,44 @@ static void test_forever_waits_until_release(void** state) {
 
 /* --- ordering ------------------------------------------------------------ */
 
+/* A waiter that leaves from the middle of the queue (timeout) does not
+ * disturb the order of the others. */
+static void test_timeout_in_middle_keeps_order(void** state) {
+  (void)state;
+  admit_semaphore_t* s = make_sem(1, 8, 0);
+  order_t order;
+  order_init(&order);
+  assert_int_equal(admit_semaphore_try(s), 1);
+  sync_arg_t a[3];
+  sync_start(&a[0], s, 2, ADMIT_FOREVER, 0, &order);
+  wait_waiting(s, 1);
+  /* Long enough for the third to queue first, even under valgrind. */
+  sync_start(&a[1], s, 2, 400 * ADMIT_MILLISECOND, 1, &order);
+  wait_waiting(s, 2);
+  sync_start(&a[2], s, 2, ADMIT_FOREVER, 2, &order);
+  wait_waiting(s, 3);
+  pthread_join(a[1].thread, NULL);
+  assert_int_equal(a[1].rc, ADMIT_ETIMEDOUT);
+  assert_int_equal(waiting_of(s), 2);
+  assert_int_equal(admit_semaphore_release(s), 0);
+  wait_order(&order, 1);
+  assert_int_equal(order.ids[0], 0);
+  assert_int_equal(admit_semaphore_release(s), 0);
+  wait_order(&order, 2);
+  assert_int_equal(order.ids[1], 2);
+  pthread_join(a[0].thread, NULL);
+  pthread_join(a[2].thread, NULL);
+  assert_int_equal(a[0].rc, 0);
+  assert_int_equal(a[2].rc, 0);
+  assert_int_equal(admit_semaphore_release(s), 0);
+  admit_semaphore_stats_t st = stats_of(s);
+  assert_int_equal(st.in_use, 0);
+  assert_int_equal(st.timed_out, 1);
+  assert_int_equal(st.acquired, 3);
+  admit_semaphore_free(s);
+  pthread_mutex_destroy(&order.mu);
+}
+
 /* Queues blocking waiters in the given priorities, one at a time, then
  * releases one permit at a time and checks who got each. */
 static void check_grant_order(const int* prios, int n, const int* expect) {
@@ -648,9 +686,16 @@ static void test_async_many_waiters(void** state) {
     for (int i = 0; i < N; i += 2) {
       assert_int_equal(admit_semaphore_cancel(s, t[i]), 1);
     }
-    for (int i = 1; i < N; i += 2) {
-      assert_int_equal(admit_semaphore_release(s), 0);
-      granted++;
+    /* Each release runs one callback here, in class order and FIFO
+     * within a class, skipping the cancelled ones. */
+    for (int p = 0; p < 3; p++) {
+      for (int i = 1; i < N; i += 2) {
+        if (i % 3 != p) continue;
+        assert_int_equal(atomic_load(&r[i].calls), 0);
+        assert_int_equal(admit_semaphore_release(s), 0);
+        assert_int_equal(atomic_load(&r[i].calls), 1);
+        granted++;
+      }
     }
     for (int i = 0; i < N; i++) {
       assert_int_equal(atomic_load(&r[i].calls), i % 2);
@@ -998,6 +1043,7 @@ int main(void) {
       cmocka_unit_test(test_timed_acquire_times_out),
       cmocka_unit_test(test_timed_acquire_granted_in_time),
       cmocka_unit_test(test_forever_waits_until_release),
+      cmocka_unit_test(test_timeout_in_middle_keeps_order),
       cmocka_unit_test(test_fifo_within_class),
       cmocka_unit_test(test_priority_across_classes),
       cmocka_unit_test(test_fifo_mixed_sync_async),
