@@ -710,10 +710,12 @@ int admit_keyed_stats(admit_keyed_t* k, admit_keyed_stats_t* out) {
   memset(out, 0, sizeof(*out));
   out->max_keys = k->max_keys;
   out->bytes = k->fixed_bytes;
+  /* The shared count, not a sum over shards taken one at a time: that sum
+   * could count a key dropped in one shard and its successor in another. */
+  out->keys = atomic_load_explicit(&k->nkeys, memory_order_relaxed);
   for (uint32_t i = 0; i < k->nshards; i++) {
     shard_t* s = &k->shards[i];
     shard_lock(&s->lock);
-    out->keys += s->count;
     out->evicted += s->evicted;
     out->full += s->full;
     out->bytes += s->bytes;

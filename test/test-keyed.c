@@ -215,6 +215,52 @@ static void test_multi_rate_all_or_nothing(void** state) {
   fx_free(fx);
 }
 
+/* The same quota and clock give the same decisions as admit_limiter_t, for
+ * every algorithm, over random costs and time steps (keys come and go as
+ * they become fresh and are swept). */
+static void test_matches_limiter(void** state) {
+  (void)state;
+  admit_quota_t qs[4] = {bucket(7, SEC, 4),
+                         window(ADMIT_FIXED_WINDOW, 6, SEC),
+                         window(ADMIT_SLIDING_WINDOW, 9, 2 * SEC),
+                         bucket(3, SEC, 3)};
+  qs[3].nrates = 2;
+  qs[3].rates[1].count = 10;
+  qs[3].rates[1].period_ns = 10 * SEC;
+  qs[3].burst[1] = 5;
+  fx_t* fx = fx_new(qs, 4, 0, 0);
+  admit_limiter_t* lim[4];
+  for (int t = 0; t < 4; t++) {
+    assert_int_equal(admit_limiter_new(&lim[t], &qs[t], &fx->clk), 0);
+  }
+  uint64_t x = 0x9e3779b97f4a7c15u;
+  for (int step = 0; step < 40000; step++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    uint32_t t = (uint32_t)(x % 4);
+    uint64_t cost = 1 + (x >> 8) % 3;
+    admit_decision_t a;
+    admit_decision_t b;
+    assert_int_equal(admit_limiter_try(lim[t], cost, &a), 0);
+    assert_int_equal(admit_keyed_try(fx->k, t, "same", 4, cost, &b), 0);
+    assert_int_equal(b.allowed, a.allowed);
+    assert_int_equal(b.limiting, a.limiting);
+    assert_int_equal(b.limit, a.limit);
+    assert_int_equal(b.remaining, a.remaining);
+    assert_int_equal(b.retry_after_ns, a.retry_after_ns);
+    assert_int_equal(b.reset_after_ns, a.reset_after_ns);
+    assert_int_equal(admit_limiter_peek(lim[t], &a), 0);
+    assert_int_equal(admit_keyed_peek(fx->k, t, "same", 4, &b), 0);
+    assert_memory_equal(&a, &b, sizeof(a));
+    uint64_t r = (x >> 20) % 100;
+    if (r < 40) fake_advance(&fx->fc, (x >> 30) % (400 * MS));
+    if (r == 99) admit_keyed_sweep(fx->k);
+  }
+  for (int t = 0; t < 4; t++) admit_limiter_free(lim[t]);
+  fx_free(fx);
+}
+
 /* --- independence of keys and tiers ------------------------------------- */
 
 static void test_keys_independent(void** state) {
@@ -807,6 +853,7 @@ int main(void) {
       cmocka_unit_test(test_fixed_window_exact),
       cmocka_unit_test(test_sliding_window_exact),
       cmocka_unit_test(test_multi_rate_all_or_nothing),
+      cmocka_unit_test(test_matches_limiter),
       cmocka_unit_test(test_keys_independent),
       cmocka_unit_test(test_tiers_independent),
       cmocka_unit_test(test_binary_keys),
