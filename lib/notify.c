@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <string.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <sys/eventfd.h>
@@ -156,4 +157,16 @@ void admit_notify_semaphore_cb(void* ud, uint64_t ticket, int status) {
   if (node == NULL) return;
   node->value = ticket;
   admit_notify_post(node, status);
+}
+
+void admit_notify_decision_cb(void* ud, int status,
+                              const admit_decision_t* d) {
+  admit_notify_decision_t* nd = ud;
+  if (nd == NULL) return;
+  if (d != NULL && status >= 0) {
+    nd->decision = *d;
+  } else {
+    memset(&nd->decision, 0, sizeof(nd->decision));
+  }
+  admit_notify_post(&nd->node, status);
 }

@@ -68,6 +68,36 @@ static void test_fifo_and_fd(void** state) {
   admit_notify_free(n);
 }
 
+static void test_decision_cb(void** state) {
+  (void)state;
+  admit_notify_t* n;
+  assert_int_equal(admit_notify_new(&n), 0);
+  admit_notify_decision_t nd[2];
+  memset(nd, 0xab, sizeof(nd));
+  for (int i = 0; i < 2; i++) {
+    nd[i].node.notify = n;
+    nd[i].node.id = 7 + (uint64_t)i;
+  }
+  admit_decision_t d = {1, 2, 10, 3, 0, 500};
+  admit_notify_decision_cb(&nd[0], 1, &d);
+  admit_notify_decision_cb(&nd[1], ADMIT_EUNAVAILABLE, NULL);
+  admit_notify_decision_cb(NULL, 0, &d); /* ignored */
+  admit_completion_t out[4];
+  assert_int_equal(admit_notify_drain(n, out, 4), 2);
+  assert_int_equal(out[0].id, 7);
+  assert_int_equal(out[0].status, 1);
+  assert_int_equal(nd[0].decision.allowed, 1);
+  assert_int_equal(nd[0].decision.limiting, 2);
+  assert_int_equal(nd[0].decision.limit, 10);
+  assert_int_equal(nd[0].decision.remaining, 3);
+  assert_int_equal(nd[0].decision.reset_after_ns, 500);
+  assert_int_equal(out[1].id, 8);
+  assert_int_equal(out[1].status, ADMIT_EUNAVAILABLE);
+  assert_int_equal(nd[1].decision.allowed, 0);
+  assert_int_equal(nd[1].decision.limit, 0);
+  admit_notify_free(n);
+}
+
 #define PRODUCERS 4
 
 typedef struct producer_s {
@@ -139,6 +169,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_args),
       cmocka_unit_test(test_fifo_and_fd),
+      cmocka_unit_test(test_decision_cb),
       cmocka_unit_test(test_many_producers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

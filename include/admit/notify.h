@@ -102,6 +102,27 @@ ADMIT_EXTERN int admit_notify_drain(admit_notify_t* n, admit_completion_t* out,
 ADMIT_EXTERN void admit_notify_semaphore_cb(void* ud, uint64_t ticket,
                                             int status);
 
+/**
+ * A completion node that also carries a decision, for callbacks of the
+ * shape `void (*)(void* ud, int status, const admit_decision_t* d)`
+ * (the Redis limiter's admit_redis_decision_cb, a guard's global stage).
+ *
+ * Fill `node.notify` and `node.id`. The node comes first, so a pointer to
+ * this struct is also a valid admit_notify_node_t pointer.
+ */
+typedef struct admit_notify_decision_s {
+  admit_notify_node_t node;  /**< The completion node. */
+  admit_decision_t decision; /**< Copied from the callback before posting. */
+} admit_notify_decision_t;
+
+/**
+ * A ready-made decision callback that copies @p d (when not NULL and
+ * @p status >= 0) into the admit_notify_decision_t passed as `ud`, then
+ * posts it with @p status. Safe from any thread.
+ */
+ADMIT_EXTERN void admit_notify_decision_cb(void* ud, int status,
+                                           const admit_decision_t* d);
+
 #ifdef __cplusplus
 }
 #endif

@@ -45,7 +45,7 @@ def seconds_to_ns(value: Any, name: str, *, allow_forever: bool = False,
         raise ValueError("%s must be %s, not %r"
                          % (name, "positive" if not allow_zero else
                             "zero or more", value))
-    ns = int(value * NS) if isinstance(value, float) else value * NS
+    ns = int(round(value * NS)) if isinstance(value, float) else value * NS
     return min(ns, U64_MAX - 1)
 
 

@@ -31,7 +31,7 @@ class Rate(NamedTuple):
         if not seconds > 0 or seconds == float("inf"):
             raise ValueError("seconds must be positive and finite, not %r"
                              % (seconds,))
-        return cls(count, int(seconds * NS) if isinstance(seconds, float)
+        return cls(count, int(round(seconds * NS)) if isinstance(seconds, float)
                    else seconds * NS)
 
     @property
@@ -217,7 +217,7 @@ class ManualClock:
                             % type(start).__name__)
         if not start > 0:
             raise ValueError("start must be positive, not %r" % (start,))
-        self.now_ns = int(start * NS)
+        self.now_ns = int(round(start * NS))
         self._handle = ffi.new_handle(self)
         self._c = ffi.new("admit_clock_t*")
         self._c.now_ns = lib.admit_py_now_ns
@@ -232,7 +232,7 @@ class ManualClock:
                             % type(seconds).__name__)
         if seconds < 0:
             raise ValueError("seconds must not be negative")
-        self.now_ns += int(seconds * NS)
+        self.now_ns += int(round(seconds * NS))
 
     def now(self) -> float:
         """The clock's time in seconds."""
