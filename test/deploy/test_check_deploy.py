@@ -22,8 +22,11 @@ CHECKER = os.path.join(HERE, "check_deploy.py")
 def make_copy(tmp_path):
     deploy = tmp_path / "deploy"
     shutil.copytree(os.path.join(ROOT, "deploy"), deploy)
-    # The Dockerfile's COPY sources are checked relative to the repo root.
+    # The Dockerfile's COPY sources are checked relative to the repo root,
+    # and the fake vendor's settings must be documented in the README.
     (tmp_path / "examples" / "fastapi").mkdir(parents=True)
+    shutil.copy(os.path.join(ROOT, "examples", "fastapi", "fake_vendor.py"),
+                tmp_path / "examples" / "fastapi")
     return deploy
 
 
@@ -163,6 +166,10 @@ MUTATIONS = [
      "no 'location /api/'"),
     ("README.md", "`VENDOR_CONCURRENCY`", "VENDOR_CONCURRENCY",
      "setting VENDOR_CONCURRENCY is not documented"),
+    ("README.md", "`VENDOR_SEED`", "VENDOR_SEED",
+     "setting VENDOR_SEED is not documented"),
+    ("README.md", "`Dockerfile.dockerignore`", "the ignore file",
+     "file Dockerfile.dockerignore is not described"),
 ]
 
 
