@@ -45,7 +45,7 @@ BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(O)/bench/%)
 CHECK_STEPS := check-c check-asan check-tsan check-valgrind check-fuzz \
   check-abi check-doc
 
-.PHONY: all lib deps check check-c check-asan check-tsan check-valgrind \
+.PHONY: FORCE all lib deps check check-c check-asan check-tsan check-valgrind \
   check-fuzz check-abi check-doc bench fuzz doc install uninstall clean \
   tests benches examples python demo
 
@@ -76,11 +76,16 @@ $(O)/libadmit.so: $(O)/libadmit.so.$(ADMIT_VERSION)
 	ln -sf libadmit.so.$(ADMIT_VERSION) $(O)/libadmit.so.$(ADMIT_ABI)
 	ln -sf libadmit.so.$(ADMIT_VERSION) $@
 
-$(O)/admit.pc: admit.pc.in $(VERSION_H)
+# Regenerated on every run (kept only if it changed), so a later
+# `make install PREFIX=...` never installs a stale prefix.
+$(O)/admit.pc: admit.pc.in $(VERSION_H) FORCE
 	@mkdir -p $(dir $@)
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	@sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	  -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(ADMIT_VERSION)|' \
-	  $< > $@
+	  $< > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+
+FORCE:
 
 # Tests and benchmarks link the static library so they need no install.
 $(O)/test/%: test/%.c test/helpers.h $(O)/libadmit.a
@@ -95,6 +100,17 @@ $(O)/bench/%: bench/%.c bench/bench.h $(O)/libadmit.a
 
 tests: $(TEST_BINS)
 benches: $(BENCH_BINS)
+
+# Each examples/*.c and examples/c/*.c is one small, complete program.
+EXAMPLE_SRCS := $(sort $(wildcard examples/*.c examples/c/*.c))
+EXAMPLE_BINS := $(patsubst examples/%.c,$(O)/examples/%,$(EXAMPLE_SRCS))
+
+$(O)/examples/%: examples/%.c $(O)/libadmit.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $< $(O)/libadmit.a \
+	  $(LDFLAGS) $(LIBS)
+
+examples: $(EXAMPLE_BINS)
 
 # --- dependencies ----------------------------------------------------------
 
@@ -150,14 +166,17 @@ build/fuzz/%: test/%.c $(LIB_SRCS) $(HEADERS)
 check-fuzz: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do \
 	  echo "fuzz $$f for 10 s"; mkdir -p build/fuzz/corpus-$${f##*/}; \
-	  $$f -max_total_time=10 -max_len=256 build/fuzz/corpus-$${f##*/} \
-	    test/corpus/$${f##*/fuzz-} 2>&1 | tail -2; done
+	  $$f -max_total_time=10 -max_len=256 -artifact_prefix=build/fuzz/ \
+	    build/fuzz/corpus-$${f##*/} test/corpus/$${f##*/fuzz-} \
+	    > build/fuzz/$${f##*/}.log 2>&1 \
+	    || { tail -40 build/fuzz/$${f##*/}.log; exit 1; }; \
+	  tail -1 build/fuzz/$${f##*/}.log; done
 
 fuzz: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do \
 	  mkdir -p build/fuzz/corpus-$${f##*/}; \
 	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=256 \
-	    build/fuzz/corpus-$${f##*/} test/corpus/$${f##*/fuzz-}; done
+	    -artifact_prefix=build/fuzz/ build/fuzz/corpus-$${f##*/} test/corpus/$${f##*/fuzz-}; done
 
 # --- benchmarks ------------------------------------------------------------
 
