@@ -7,9 +7,15 @@
 #include <time.h>
 
 /*
- * One atomic word, `state`, holds the permits in use (state >> 1) and a
- * flag, SEM_WAITERS (bit 0), that is set exactly while the wait queue is
- * not empty. The rules that keep the fast path honest:
+ * One atomic word, `state`, holds a flag, SEM_WAITERS (bit 0), that is set
+ * exactly while the wait queue is not empty; the permits in use (bits 1 to
+ * 31); and the low 32 bits of the count of permits ever granted (bits 32
+ * to 63), so that a try counts itself with the same CAS that takes the
+ * permit. The count carries into `acquired_hi` only under the mutex: the
+ * lock-free try leaves the one increment that would wrap to the locked
+ * path, so a reader under the mutex always sees both halves agree.
+ *
+ * The rules that keep the fast path honest:
  *
  * - The flag changes only under the mutex.
  * - While the flag is clear, try and release change the count with a CAS
@@ -28,8 +34,17 @@
  */
 #define SEM_WAITERS ((uint64_t)1)
 #define SEM_ONE ((uint64_t)2)
-/* Keeps in_use << 1 from overflowing the word, with room to spare. */
-#define SEM_CAPACITY_MAX (UINT64_MAX >> 2)
+#define SEM_IN_USE_MASK ((uint64_t)0xfffffffe)
+#define SEM_ACQ_ONE ((uint64_t)1 << 32)
+#define SEM_ACQ_LAST 0xffffffffu /* the low count about to wrap */
+/* in_use never exceeds the largest capacity ever set, so it fits 31 bits. */
+#define SEM_CAPACITY_MAX ((uint64_t)0x7fffffff)
+
+static inline uint64_t in_use_of(uint64_t st) {
+  return (st & SEM_IN_USE_MASK) >> 1;
+}
+
+static inline uint32_t acq_lo_of(uint64_t st) { return (uint32_t)(st >> 32); }
 
 /* Asynchronous waiters live in a slab of chunks, reused through a free
  * list, so a steady state allocates nothing. */
@@ -66,8 +81,7 @@ struct admit_semaphore_s {
   /* Hot: every try and release touch these, so they share a line. */
   _Atomic uint64_t state;
   _Atomic uint64_t capacity; /* written under mu */
-  _Atomic uint64_t acquired;
-  char pad_hot[64 - 3 * sizeof(uint64_t)];
+  char pad_hot[64 - 2 * sizeof(uint64_t)];
 
   pthread_mutex_t mu;
   pthread_condattr_t cond_attr; /* CLOCK_MONOTONIC */
@@ -75,6 +89,7 @@ struct admit_semaphore_s {
   waiter_t* tail[ADMIT_PRIORITIES_MAX];
   unsigned nonempty; /* bit p set when class p has waiters */
   uint64_t waiting;
+  uint64_t acquired_hi; /* high 32 bits of the granted count; under mu */
   uint64_t max_waiters;
   int unbounded;
   _Atomic uint64_t rejected;
@@ -181,17 +196,29 @@ static uint64_t ticket_of(const async_waiter_t* a) {
 
 /* --- the permit count ---------------------------------------------------- */
 
+static int take_or_mark(admit_semaphore_t* s, int mark);
+
+/* Once every 2^32 grants: the same as fast_try, under the lock, where the
+ * granted count may carry. */
+static int try_locked(admit_semaphore_t* s) {
+  pthread_mutex_lock(&s->mu);
+  int r = take_or_mark(s, 0) == 1;
+  pthread_mutex_unlock(&s->mu);
+  return r;
+}
+
 /* Takes a permit without the lock if one is free and nobody waits. */
 static inline int fast_try(admit_semaphore_t* s) {
   uint64_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
   for (;;) {
     if (st & SEM_WAITERS) return 0;
     uint64_t cap = atomic_load_explicit(&s->capacity, memory_order_acquire);
-    if ((st >> 1) >= cap) return 0;
-    if (atomic_compare_exchange_weak_explicit(&s->state, &st, st + SEM_ONE,
+    if (in_use_of(st) >= cap) return 0;
+    if (acq_lo_of(st) == SEM_ACQ_LAST) return try_locked(s);
+    if (atomic_compare_exchange_weak_explicit(&s->state, &st,
+                                              st + SEM_ONE + SEM_ACQ_ONE,
                                               memory_order_acquire,
                                               memory_order_relaxed)) {
-      atomic_fetch_add_explicit(&s->acquired, 1, memory_order_relaxed);
       return 1;
     }
   }
@@ -208,11 +235,12 @@ static int take_or_mark(admit_semaphore_t* s, int mark) {
   uint64_t cap = atomic_load_explicit(&s->capacity, memory_order_relaxed);
   for (;;) {
     if (st & SEM_WAITERS) return 0;
-    if ((st >> 1) < cap) {
-      if (atomic_compare_exchange_weak_explicit(&s->state, &st, st + SEM_ONE,
-                                                memory_order_acquire,
-                                                memory_order_relaxed)) {
-        atomic_fetch_add_explicit(&s->acquired, 1, memory_order_relaxed);
+    if (in_use_of(st) < cap) {
+      /* The count's top half overflows out of the word when it wraps. */
+      if (atomic_compare_exchange_weak_explicit(
+              &s->state, &st, st + SEM_ONE + SEM_ACQ_ONE,
+              memory_order_acquire, memory_order_relaxed)) {
+        if (acq_lo_of(st) == SEM_ACQ_LAST) s->acquired_hi++;
         return 1;
       }
     } else if (!mark) {
@@ -236,7 +264,11 @@ static int can_queue(const admit_semaphore_t* s) {
  * @p done for its callback to run after the lock is dropped.
  */
 static void grant(admit_semaphore_t* s, waiter_t* w, waiter_t** done) {
-  atomic_fetch_add_explicit(&s->acquired, 1, memory_order_relaxed);
+  /* An add, not a store: the flag may be clear by now, so lock-free
+   * releases may be changing the word at the same time. */
+  uint64_t old = atomic_fetch_add_explicit(&s->state, SEM_ACQ_ONE,
+                                           memory_order_relaxed);
+  if (acq_lo_of(old) == SEM_ACQ_LAST) s->acquired_hi++;
   if (w->async) {
     async_waiter_t* a = (async_waiter_t*)w;
     a->queued = 0;
@@ -298,7 +330,6 @@ int admit_semaphore_new(admit_semaphore_t** out,
   pthread_condattr_setclock(&s->cond_attr, CLOCK_MONOTONIC);
   atomic_init(&s->state, 0);
   atomic_init(&s->capacity, opts->capacity);
-  atomic_init(&s->acquired, 0);
   atomic_init(&s->rejected, 0);
   atomic_init(&s->timed_out, 0);
   atomic_init(&s->cancelled, 0);
@@ -475,7 +506,7 @@ static int release_slow(admit_semaphore_t* s) {
   uint64_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
   while (!(st & SEM_WAITERS)) {
     /* The queue emptied (timeout or cancel) since we looked. */
-    if ((st >> 1) == 0) {
+    if (in_use_of(st) == 0) {
       pthread_mutex_unlock(&s->mu);
       return ADMIT_EINVAL;
     }
@@ -486,7 +517,7 @@ static int release_slow(admit_semaphore_t* s) {
       return 0;
     }
   }
-  uint64_t in_use = st >> 1;
+  uint64_t in_use = in_use_of(st);
   uint64_t cap = atomic_load_explicit(&s->capacity, memory_order_relaxed);
   if (in_use == 0) { /* unreachable while the invariant holds */
     pthread_mutex_unlock(&s->mu);
@@ -494,7 +525,7 @@ static int release_slow(admit_semaphore_t* s) {
   }
   if (in_use > cap) {
     /* A lowered capacity is draining: this permit retires. */
-    atomic_store_explicit(&s->state, st - SEM_ONE, memory_order_release);
+    atomic_fetch_sub_explicit(&s->state, SEM_ONE, memory_order_release);
     pthread_mutex_unlock(&s->mu);
     return 0;
   }
@@ -523,7 +554,7 @@ int admit_semaphore_release(admit_semaphore_t* s) {
   if (s == NULL) return ADMIT_EINVAL;
   uint64_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
   while (!(st & SEM_WAITERS)) {
-    if ((st >> 1) == 0) return ADMIT_EINVAL;
+    if (in_use_of(st) == 0) return ADMIT_EINVAL;
     if (atomic_compare_exchange_weak_explicit(&s->state, &st, st - SEM_ONE,
                                               memory_order_release,
                                               memory_order_relaxed)) {
@@ -544,12 +575,11 @@ int admit_semaphore_set_capacity(admit_semaphore_t* s, uint64_t capacity) {
   if (st & SEM_WAITERS) {
     /* The word is stable while the flag is set: grant in queue order until
      * the new capacity is reached or nobody is left. */
-    uint64_t in_use = st >> 1;
+    uint64_t in_use = in_use_of(st);
     while (in_use < capacity && s->waiting > 0) {
       waiter_t* w = queue_first(s);
       in_use++;
-      atomic_store_explicit(&s->state, (in_use << 1) | SEM_WAITERS,
-                            memory_order_relaxed);
+      atomic_fetch_add_explicit(&s->state, SEM_ONE, memory_order_relaxed);
       queue_remove(s, w); /* clears the flag after the last one */
       grant(s, w, &done);
     }
@@ -564,12 +594,27 @@ int admit_semaphore_stats(admit_semaphore_t* s, admit_semaphore_stats_t* out) {
   pthread_mutex_lock(&s->mu);
   uint64_t st = atomic_load_explicit(&s->state, memory_order_acquire);
   out->capacity = atomic_load_explicit(&s->capacity, memory_order_relaxed);
-  out->in_use = st >> 1;
+  out->in_use = in_use_of(st);
   out->waiting = s->waiting;
-  out->acquired = atomic_load_explicit(&s->acquired, memory_order_relaxed);
+  out->acquired = (s->acquired_hi << 32) | acq_lo_of(st);
   out->rejected = atomic_load_explicit(&s->rejected, memory_order_relaxed);
   out->timed_out = atomic_load_explicit(&s->timed_out, memory_order_relaxed);
   out->cancelled = atomic_load_explicit(&s->cancelled, memory_order_relaxed);
   pthread_mutex_unlock(&s->mu);
   return 0;
+}
+
+/* For tests only (not exported): sets the granted count, so that the carry
+ * from 32 to 33 bits can be tested without 2^32 grants. */
+void admit__semaphore_set_acquired(admit_semaphore_t* s, uint64_t n);
+
+void admit__semaphore_set_acquired(admit_semaphore_t* s, uint64_t n) {
+  pthread_mutex_lock(&s->mu);
+  s->acquired_hi = n >> 32;
+  uint64_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
+  while (!atomic_compare_exchange_weak_explicit(
+      &s->state, &st, (st & 0xffffffffu) | (n << 32), memory_order_relaxed,
+      memory_order_relaxed)) {
+  }
+  pthread_mutex_unlock(&s->mu);
 }

@@ -150,7 +150,7 @@ static void test_new_bad_input(void** state) {
   assert_null(s);
   o.capacity = UINT64_MAX;
   assert_int_equal(admit_semaphore_new(&s, &o), ADMIT_EINVAL);
-  o.capacity = (UINT64_MAX >> 2) + 1;
+  o.capacity = 1ull << 31;
   assert_int_equal(admit_semaphore_new(&s, &o), ADMIT_EINVAL);
   o.capacity = 1;
   o.unbounded_waiters = 2;
@@ -160,10 +160,12 @@ static void test_new_bad_input(void** state) {
   assert_null(s);
   /* The largest capacity is accepted and usable. */
   o.unbounded_waiters = 0;
-  o.capacity = UINT64_MAX >> 2;
+  o.capacity = (1ull << 31) - 1;
   assert_int_equal(admit_semaphore_new(&s, &o), 0);
   assert_int_equal(admit_semaphore_try(s), 1);
   assert_int_equal(admit_semaphore_release(s), 0);
+  assert_int_equal(admit_semaphore_set_capacity(s, 1ull << 31), ADMIT_EINVAL);
+  assert_int_equal(admit_semaphore_set_capacity(s, (1ull << 31) - 1), 0);
   admit_semaphore_free(s);
   admit_semaphore_free(NULL);
 }
@@ -872,6 +874,61 @@ static void test_stats_counters(void** state) {
   admit_semaphore_free(s);
 }
 
+/* The granted count carries past 32 bits on every path that grants. */
+void admit__semaphore_set_acquired(admit_semaphore_t* s, uint64_t n);
+
+static void test_acquired_count_carries(void** state) {
+  (void)state;
+  admit_semaphore_t* s = make_sem(8, 8, 0);
+  const uint64_t edge = 1ull << 32;
+  /* Lock-free try: the one that would wrap goes through the lock. */
+  admit__semaphore_set_acquired(s, edge - 2);
+  for (int i = 0; i < 4; i++) assert_int_equal(admit_semaphore_try(s), 1);
+  admit_semaphore_stats_t st = stats_of(s);
+  assert_int_equal(st.acquired, edge + 2);
+  assert_int_equal(st.in_use, 4);
+  /* Timed acquire with a free permit, and asynchronous immediate grant. */
+  admit__semaphore_set_acquired(s, 2 * edge - 1);
+  assert_int_equal(admit_semaphore_acquire(s, 0, ADMIT_SECOND), 0);
+  st = stats_of(s);
+  assert_int_equal(st.acquired, 2 * edge);
+  assert_int_equal(st.in_use, 5);
+  async_rec_t r;
+  rec_init(&r, 0, NULL);
+  uint64_t t;
+  admit__semaphore_set_acquired(s, 3 * edge - 1);
+  assert_int_equal(admit_semaphore_acquire_async(s, 0, async_cb, &r, &t), 1);
+  assert_int_equal(stats_of(s).acquired, 3 * edge);
+  /* Hand-over on release and grants on a capacity raise. */
+  for (int i = 0; i < 2; i++) assert_int_equal(admit_semaphore_try(s), 1);
+  assert_int_equal(admit_semaphore_try(s), 0);
+  async_rec_t q[3];
+  for (int i = 0; i < 3; i++) {
+    rec_init(&q[i], i, NULL);
+    assert_int_equal(admit_semaphore_acquire_async(s, 0, async_cb, &q[i], &t),
+                     0);
+  }
+  admit__semaphore_set_acquired(s, 4 * edge - 1);
+  assert_int_equal(admit_semaphore_release(s), 0);
+  assert_int_equal(atomic_load(&q[0].calls), 1);
+  st = stats_of(s);
+  assert_int_equal(st.acquired, 4 * edge);
+  assert_int_equal(st.in_use, 8);
+  admit__semaphore_set_acquired(s, 5 * edge - 1);
+  assert_int_equal(admit_semaphore_set_capacity(s, 10), 0);
+  st = stats_of(s);
+  assert_int_equal(st.acquired, 5 * edge + 1);
+  assert_int_equal(st.in_use, 10);
+  assert_int_equal(st.waiting, 0);
+  assert_int_equal(st.capacity, 10);
+  for (int i = 0; i < 10; i++) assert_int_equal(admit_semaphore_release(s), 0);
+  assert_int_equal(admit_semaphore_release(s), ADMIT_EINVAL);
+  st = stats_of(s);
+  assert_int_equal(st.in_use, 0);
+  assert_int_equal(st.acquired, 5 * edge + 1);
+  admit_semaphore_free(s);
+}
+
 /* --- races --------------------------------------------------------------- */
 
 /* A worker that releases one permit each time it is told to, after
@@ -1056,6 +1113,7 @@ int main(void) {
       cmocka_unit_test(test_capacity_raise_wakes_in_order),
       cmocka_unit_test(test_capacity_lower_drains),
       cmocka_unit_test(test_stats_counters),
+      cmocka_unit_test(test_acquired_count_carries),
       cmocka_unit_test(test_cancel_races_release),
       cmocka_unit_test(test_timeout_races_release),
   };

@@ -24,7 +24,7 @@ typedef struct admit_semaphore_s admit_semaphore_t;
 
 /** Options for admit_semaphore_new(); zero means the default. */
 typedef struct admit_semaphore_options_s {
-  uint64_t capacity;    /**< Permits; 1 to 2^62 - 1. */
+  uint64_t capacity;    /**< Permits; 1 to 2^31 - 1. */
   uint64_t max_waiters; /**< Bound on queued waiters; 0 = no waiting. */
   int unbounded_waiters; /**< 1: ignore max_waiters, queue without bound. */
 } admit_semaphore_options_t;
@@ -49,7 +49,7 @@ typedef struct admit_semaphore_stats_s {
  * Creates a semaphore. The options are copied.
  *
  * Returns 0 and sets @p *out, or ADMIT_EINVAL (NULL, capacity 0 or above
- * 2^62 - 1, @c unbounded_waiters neither 0 nor 1) or
+ * 2^31 - 1, @c unbounded_waiters neither 0 nor 1) or
  * ADMIT_ENOMEM.
  */
 ADMIT_EXTERN int admit_semaphore_new(admit_semaphore_t** out,
@@ -139,7 +139,7 @@ ADMIT_EXTERN int admit_semaphore_release(admit_semaphore_t* s);
  * Raising it grants to waiters at once, in queue order (asynchronous
  * callbacks run on this thread); lowering it lets held permits drain, so
  * @c in_use may exceed @c capacity until enough are released. Returns 0 or
- * ADMIT_EINVAL (NULL, 0 or above 2^62 - 1).
+ * ADMIT_EINVAL (NULL, 0 or above 2^31 - 1).
  */
 ADMIT_EXTERN int admit_semaphore_set_capacity(admit_semaphore_t* s,
                                               uint64_t capacity);
