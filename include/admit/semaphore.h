@@ -94,7 +94,8 @@ ADMIT_EXTERN int admit_semaphore_acquire(admit_semaphore_t* s, int priority,
  * must release it) or ADMIT_ECLOSED if the semaphore is being freed (no
  * permit; the semaphore must not be used again). It runs on the thread that
  * released the permit or raised the capacity, with no lock held; it must be
- * quick and must not free the semaphore.
+ * quick and must not free the semaphore, but it may call the other
+ * functions (releasing at once passes the permit on to the next waiter).
  */
 typedef void (*admit_semaphore_cb)(void* ud, uint64_t ticket, int status);
 
