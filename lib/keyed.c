@@ -31,6 +31,7 @@
 #include "algo.h"
 #include "keyed-hash.h"
 
+#include <pthread.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/random.h>
@@ -55,9 +56,33 @@ enum {
 
 /* The shard lock: test-and-test-and-set, yielding after a short spin. The
  * critical sections are a few dozen nanoseconds, for which this measured
- * faster than a pthread mutex (see bench/bench-keyed.c); yielding keeps a
- * preempted holder from costing waiters a whole time slice of spinning. */
+ * faster than a pthread mutex (build with -DADMIT_KEYED_MUTEX and run
+ * bench/bench-keyed.c to compare); yielding keeps a preempted holder from
+ * costing waiters a whole time slice of spinning. */
+#ifdef ADMIT_KEYED_MUTEX
+typedef pthread_mutex_t shard_lock_t;
+
+static inline void shard_lock_init(shard_lock_t* l) {
+  pthread_mutex_init(l, NULL);
+}
+
+static inline void shard_lock_destroy(shard_lock_t* l) {
+  pthread_mutex_destroy(l);
+}
+
+static inline void shard_lock(shard_lock_t* l) { pthread_mutex_lock(l); }
+
+static inline bool shard_trylock(shard_lock_t* l) {
+  return pthread_mutex_trylock(l) == 0;
+}
+
+static inline void shard_unlock(shard_lock_t* l) { pthread_mutex_unlock(l); }
+#else
 typedef atomic_int shard_lock_t;
+
+static inline void shard_lock_init(shard_lock_t* l) { atomic_init(l, 0); }
+
+static inline void shard_lock_destroy(shard_lock_t* l) { (void)l; }
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -90,6 +115,7 @@ static inline bool shard_trylock(shard_lock_t* l) {
 static inline void shard_unlock(shard_lock_t* l) {
   atomic_store_explicit(l, 0, memory_order_release);
 }
+#endif
 
 /* Aligned so that no two shards share a cache line. */
 typedef struct shard_s {
@@ -98,6 +124,9 @@ typedef struct shard_s {
   uint8_t* slots;    /* cap * slot_size bytes */
   size_t cap;        /* slots */
   size_t count;      /* keys held */
+  /* Copies of slots and cap read without the lock, only to prefetch. */
+  _Atomic(uint8_t*) hint_slots;
+  _Atomic size_t hint_cap;
   size_t cursor;     /* where the next scan for room starts */
   uint64_t evicted;  /* fresh keys dropped to make room */
   uint64_t full;     /* ADMIT_EFULL answers */
@@ -292,13 +321,31 @@ static void shard_delete(admit_keyed_t* k, shard_t* s, size_t pos) {
   atomic_fetch_sub_explicit(&k->nkeys, 1, memory_order_relaxed);
 }
 
+static void shard_set_table(shard_t* s, uint8_t* slots, size_t cap) {
+  s->slots = slots;
+  s->cap = cap;
+  atomic_store_explicit(&s->hint_slots, slots, memory_order_relaxed);
+  atomic_store_explicit(&s->hint_cap, cap, memory_order_relaxed);
+}
+
+/* Starts loading a key's home slot before the lock is taken and the clock
+ * read, so that the likely cache miss overlaps that work. The hint may be
+ * stale or torn (the table being resized): prefetching never faults. */
+static inline void shard_prefetch(const admit_keyed_t* k, const shard_t* s,
+                                  uint64_t head) {
+  uint8_t* slots = atomic_load_explicit(&s->hint_slots, memory_order_relaxed);
+  size_t cap = atomic_load_explicit(&s->hint_cap, memory_order_relaxed);
+  if (slots != NULL) {
+    __builtin_prefetch(slots + home_of(head, cap) * k->slot_size);
+  }
+}
+
 /* Moves every key into a table of @p cap slots. Returns 0 or ENOMEM. */
 static int shard_resize(admit_keyed_t* k, shard_t* s, size_t cap) {
   uint8_t* slots = (uint8_t*)admit__calloc(cap, k->slot_size);
   if (slots == NULL) return ADMIT_ENOMEM;
   shard_t old = *s;
-  s->slots = slots;
-  s->cap = cap;
+  shard_set_table(s, slots, cap);
   s->cursor = 0;
   for (size_t i = 0; i < old.cap; i++) {
     const uint8_t* sl = old.slots + i * k->slot_size;
@@ -330,8 +377,7 @@ static void shard_maybe_shrink(admit_keyed_t* k, shard_t* s) {
   if (s->count == 0) {
     admit__free(s->slots);
     s->bytes -= (uint64_t)s->cap * k->slot_size;
-    s->slots = NULL;
-    s->cap = 0;
+    shard_set_table(s, NULL, 0);
     s->cursor = 0;
     return;
   }
@@ -487,6 +533,7 @@ int admit_keyed_new(admit_keyed_t** out, const admit_keyed_options_t* opts) {
   }
   uintptr_t at = ((uintptr_t)k->shards_mem + 63) & ~(uintptr_t)63;
   k->shards = (shard_t*)at;
+  for (uint32_t i = 0; i < nshards; i++) shard_lock_init(&k->shards[i].lock);
   k->fixed_bytes = sizeof(*k) + (uint64_t)opts->nquotas * sizeof(tier_t) +
                    nshards * sizeof(shard_t) + 64;
   *out = k;
@@ -503,6 +550,7 @@ void admit_keyed_free(admit_keyed_t* k) {
       if (keylen > KEY_INLINE) admit__free((void*)slot_key(sl, keylen));
     }
     admit__free(s->slots);
+    shard_lock_destroy(&s->lock);
   }
   admit__free(k->shards_mem);
   admit__free(k->tiers);
@@ -585,10 +633,11 @@ int admit_keyed_try(admit_keyed_t* k, uint32_t tier, const void* key,
     return ADMIT_EINVAL;
   }
   const tier_t* t = &k->tiers[tier];
-  uint64_t now = admit__clock_now(&k->clock);
   uint64_t hash = key_hash(k, tier, key, keylen);
   uint64_t head = make_head(hash, keylen, tier);
   shard_t* s = shard_of(k, hash);
+  shard_prefetch(k, s, head);
+  uint64_t now = admit__clock_now(&k->clock);
   admit__cell_t cur[ADMIT_RATES_MAX];
   admit__cell_t next[ADMIT_RATES_MAX];
   size_t pos;
@@ -619,10 +668,11 @@ int admit_keyed_peek(admit_keyed_t* k, uint32_t tier, const void* key,
     return ADMIT_EINVAL;
   }
   const tier_t* t = &k->tiers[tier];
-  uint64_t now = admit__clock_now(&k->clock);
   uint64_t hash = key_hash(k, tier, key, keylen);
   uint64_t head = make_head(hash, keylen, tier);
   shard_t* s = shard_of(k, hash);
+  shard_prefetch(k, s, head);
+  uint64_t now = admit__clock_now(&k->clock);
   admit__cell_t cur[ADMIT_RATES_MAX];
   size_t pos;
   now = shard_enter(s, now);
