@@ -4,11 +4,12 @@ CHECK_STEPS += check-deploy check-deploy-python
 
 .PHONY: check-deploy check-deploy-python
 
-# Validate deploy/ (YAML fields and cross-references, nginx -t), then prove
-# the validator catches broken copies of those files.
+# Validate deploy/ (YAML fields and cross-references, nginx -t), prove the
+# validator catches broken copies of those files, and run the nginx gateway
+# config for real in front of the fake vendor (test/deploy/).
 check-deploy:
 	$(PYTHON) test/deploy/check_deploy.py
-	$(PYTHON) -m pytest -q -p no:cacheprovider test/deploy/test_check_deploy.py
+	$(PYTHON) -m pytest -q -p no:cacheprovider test/deploy
 
 # The fake vendor's tests. Once another fragment adds a check-python step
 # (which runs all of test/python/), this one only says so.
