@@ -85,6 +85,7 @@ struct admit_guard_s {
   _Atomic uint64_t waiting;
   _Atomic uint64_t pause_until;
   _Atomic uint64_t ops; /* outstanding asynchronous global replies */
+  _Atomic uint64_t debt; /* refunds owed by replies of cancelled attempts */
   _Atomic uint64_t c[C_COUNT];
   admit__histo_t queue_wait;
   admit__histo_t call_time;
@@ -95,6 +96,9 @@ struct admit_guard_s {
   admit_semaphore_t* sem;
   admit_guard_global_t global;
   int has_global;
+  admit_redis_limiter_t* redis;
+  size_t key_len;
+  char key[GUARD_NAME_MAX + 1];
   int priority;
   uint64_t cost;
   uint64_t call_timeout;
@@ -154,12 +158,52 @@ static void spin_until_u32(const uint32_t* p, uint32_t bit) {
   while ((load_u32(p) & bit) == 0) sched_yield();
 }
 
+/* --- the Redis limiter as the global stage ------------------------------- */
+
+static int redis_try(void* ud, uint64_t cost, admit_decision_t* d) {
+  admit_guard_t* g = ud;
+  return admit_redis_limiter_try(g->redis, g->key, g->key_len, cost, d);
+}
+
+static int redis_try_async(void* ud, uint64_t cost,
+                           void (*done)(void* arg, int status,
+                                        const admit_decision_t* d),
+                           void* arg) {
+  admit_guard_t* g = ud;
+  return admit_redis_limiter_try_cb(g->redis, g->key, g->key_len, cost, done,
+                                    arg);
+}
+
+static int redis_refund(void* ud, uint64_t cost) {
+  admit_guard_t* g = ud;
+  return admit_redis_limiter_refund(g->redis, g->key, g->key_len, cost);
+}
+
+static int redis_pause(void* ud, uint64_t pause_ns) {
+  admit_guard_t* g = ud;
+  return admit_redis_limiter_pause(g->redis, g->key, g->key_len, pause_ns,
+                                   NULL);
+}
+
+/* Gives back what replies of cancelled attempts took; runs on a caller's
+ * thread, never inside a reply callback. */
+static void pay_debt(admit_guard_t* g) {
+  if (atomic_load_explicit(&g->debt, memory_order_relaxed) == 0) return;
+  uint64_t n = atomic_exchange_explicit(&g->debt, 0, memory_order_acq_rel);
+  for (uint64_t i = 0; i < n; i++)
+    if (g->global.refund != NULL) g->global.refund(g->global.ud, g->cost);
+}
+
 int admit_guard_new(admit_guard_t** out, const admit_guard_options_t* opts) {
   if (out == NULL) return ADMIT_EINVAL;
   *out = NULL;
   admit_guard_options_t o = {0};
   if (opts != NULL) o = *opts;
   if (o.global != NULL && o.global->try_acquire == NULL) return ADMIT_EINVAL;
+  if (o.global != NULL && o.redis != NULL) return ADMIT_EINVAL;
+  if (o.redis_key != NULL &&
+      (strlen(o.redis_key) == 0 || strlen(o.redis_key) > GUARD_NAME_MAX))
+    return ADMIT_EINVAL;
   if (o.priority < 0 || o.priority >= ADMIT_PRIORITIES_MAX)
     return ADMIT_EINVAL;
   if (!(o.retry_ratio >= 0)) return ADMIT_EINVAL;
@@ -173,6 +217,16 @@ int admit_guard_new(admit_guard_t** out, const admit_guard_options_t* opts) {
   g->sem = o.semaphore;
   if (o.global != NULL) {
     g->global = *o.global;
+    g->has_global = 1;
+  } else if (o.redis != NULL) {
+    g->redis = o.redis;
+    snprintf(g->key, sizeof(g->key), "%s", o.redis_key ? o.redis_key : g->name);
+    g->key_len = strlen(g->key);
+    g->global.try_acquire = redis_try;
+    g->global.try_async = redis_try_async;
+    g->global.refund = redis_refund;
+    g->global.pause = redis_pause;
+    g->global.ud = g;
     g->has_global = 1;
   }
   g->priority = o.priority;
@@ -202,6 +256,7 @@ void admit_guard_free(admit_guard_t* g) {
    * they are bounded by the global stage's own timeouts. */
   while (atomic_load_explicit(&g->ops, memory_order_acquire) != 0)
     admit_sleep_ns(ADMIT_MILLISECOND);
+  pay_debt(g);
   admit__free(g);
 }
 
@@ -215,9 +270,12 @@ const char* admit_guard_name(const admit_guard_t* g) {
 
 /* --- giving back ---------------------------------------------------------- */
 
-static void op_finish(admit_guard_t* g, gop_t* op, bool refund) {
-  if (refund && op->status == 0 && op->d.allowed && g->global.refund != NULL)
-    g->global.refund(g->global.ud, g->cost);
+/* Frees a reply record. Units it took for an attempt that is gone are
+ * owed (@p owe): a reply callback must not make a blocking refund, so the
+ * guard's next caller pays them. */
+static void op_finish(admit_guard_t* g, gop_t* op, bool owe) {
+  if (owe && op->status >= 0 && op->d.allowed)
+    atomic_fetch_add_explicit(&g->debt, 1, memory_order_relaxed);
   admit__free(op);
   atomic_fetch_sub_explicit(&g->ops, 1, memory_order_release);
 }
@@ -227,7 +285,7 @@ static void op_done(void* arg, int status, const admit_decision_t* d) {
   gop_t* op = arg;
   op->status = status;
   if (d != NULL) op->d = *d;
-  if (status == 0 && d == NULL) op->status = ADMIT_EPROTO;
+  if (status >= 0 && d == NULL) op->status = ADMIT_EPROTO;
   admit_guard_notify_cb notify = op->notify;
   void* ud = op->notify_ud;
   int expect = OP_PENDING;
@@ -260,7 +318,7 @@ static void op_abandon(admit_guard_t* g, gop_t* op) {
   if (expect == OP_PENDING || expect == OP_PARKED) return; /* op_done frees */
   while (atomic_load_explicit(&op->state, memory_order_acquire) != OP_NOTIFIED)
     sched_yield();
-  op_finish(g, op, true);
+  op_finish(g, op, true); /* paid at the end of release_all */
 }
 
 /* The semaphore's grant for a queued asynchronous waiter. */
@@ -300,6 +358,7 @@ static void release_all(admit_guard_permit_t* p) {
   if (p->held_ & H_LOCAL) admit_limiter_cancel(g->local, &p->local_);
   if (p->held_ & H_BREAKER) admit_breaker_abandon(g->breaker, p->breaker_token_);
   p->held_ = 0;
+  pay_debt(g);
 }
 
 /* Ends a waiting attempt with @p rc at its current stage. */
@@ -349,6 +408,7 @@ static int admitted(admit_guard_permit_t* p, uint64_t now) {
 static int global_decided(admit_guard_permit_t* p, uint64_t now, int status,
                           const admit_decision_t* d, uint64_t* wait_ns) {
   if (status < 0) return refuse(p, status, C_ERRORS, 0);
+  /* Status above 0 (e.g. ADMIT_REDIS_LOCAL) is a decision all the same. */
   if (d->allowed) {
     p->held_ |= H_GLOBAL;
     p->stage = ADMIT_GUARD_STAGE_SEMAPHORE;
@@ -557,6 +617,7 @@ int admit_guard_start(admit_guard_t* g, admit_guard_permit_t* p,
                       uint64_t queue_timeout_ns, admit_guard_notify_cb notify,
                       void* ud) {
   if (g == NULL || p == NULL) return ADMIT_EINVAL;
+  pay_debt(g);
   uint64_t now = now_of(g);
   permit_init(g, p, now, queue_timeout_ns, notify, ud);
   count(g, C_STARTED);
@@ -596,6 +657,7 @@ int admit_guard_wait(admit_guard_permit_t* p) {
 int admit_guard_enter(admit_guard_t* g, admit_guard_permit_t* p,
                       uint64_t queue_timeout_ns) {
   if (g == NULL || p == NULL) return ADMIT_EINVAL;
+  pay_debt(g);
   uint64_t now = now_of(g);
   permit_init(g, p, now, queue_timeout_ns, NULL, NULL);
   count(g, C_STARTED);
@@ -630,6 +692,7 @@ int admit_guard_leave(admit_guard_permit_t* p, int outcome) {
   if (outcome == ADMIT_OUTCOME_FAILURE || outcome == ADMIT_OUTCOME_TIMEOUT)
     admit__window_add(&g->window, now, W_ERRORS, 1);
   atomic_fetch_sub_explicit(&g->in_flight, 1, memory_order_relaxed);
+  pay_debt(g);
   return 0;
 }
 
@@ -780,6 +843,12 @@ int admit_guard_metrics(admit_guard_t* g, admit_guard_metrics_t* out) {
   admit__window_sum(&g->window, now, w);
   out->recent_calls = w[W_LEFT];
   out->recent_errors = w[W_ERRORS];
+  out->global_degraded = -1;
+  if (g->redis != NULL) {
+    admit_redis_limiter_stats_t rs;
+    if (admit_redis_limiter_stats(g->redis, &rs) == 0)
+      out->global_degraded = rs.degraded ? 1 : 0;
+  }
   admit__histo_read(&g->queue_wait, &out->queue_wait);
   admit__histo_read(&g->call_time, &out->call_time);
   return 0;

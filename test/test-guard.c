@@ -545,11 +545,16 @@ static void test_global_async_reply_after_cancel(void** state) {
   memset(&p, 0xA5, sizeof(p)); /* the permit is the caller's again */
   fg_reply(&fx.fg);
   assert_int_equal(fx.fg.taken, 1);
+  /* Owed, not refunded inside the reply callback; the next call pays. */
+  assert_int_equal(fx.fg.refunded, 0);
+  admit_guard_start(fx.g, &p, SEC, NULL, NULL);
   assert_int_equal(fx.fg.refunded, 1);
+  admit_guard_cancel(&p);
   assert_int_equal(fx.notified, 0);
   admit_guard_metrics_t m = metrics();
-  assert_int_equal(m.cancelled, 1);
+  assert_int_equal(m.cancelled, 2);
   assert_int_equal(m.waiting, 0);
+  assert_int_equal(m.global_degraded, -1);
   fx_free();
 }
 
@@ -651,11 +656,16 @@ static void test_cancel_at_every_stage(void** state) {
     assert_int_equal(admit_guard_cancel(&p), 0);
     assert_int_equal(admit_guard_cancel(&p), 0); /* idempotent */
     if (stage == 5) admit_semaphore_release(fx.sem);
-    if (stage == 3) fg_reply(&fx.fg); /* late reply for the cancelled */
+    if (stage == 3) {
+      fg_reply(&fx.fg); /* late reply for the cancelled; paid next call */
+      admit_guard_permit_t q;
+      admit_guard_start(fx.g, &q, SEC, NULL, NULL);
+      admit_guard_cancel(&q);
+    }
     if (stage == 2) fake_advance(&fx.fc, 1 * SEC); /* the test's own unit */
     check_all_free(stage == 6);
     admit_guard_metrics_t m = metrics();
-    assert_int_equal(m.cancelled, stage == 0 ? 2 : 1);
+    assert_int_equal(m.cancelled, stage == 0 || stage == 3 ? 2 : 1);
     fx_free();
   }
 }

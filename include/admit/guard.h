@@ -20,6 +20,7 @@
 #include "limiter.h"
 #include "semaphore.h"
 #include "breaker.h"
+#include "redis.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -54,7 +55,11 @@ ADMIT_EXTERN uint64_t admit_histogram_bound_ns(unsigned i);
  *
  * All callbacks get @c ud and must be thread-safe. A status below zero is an
  * ADMIT_E* code and fails the attempt with it (a backend's fail-open or
- * fall-back policy belongs inside the callbacks).
+ * fall-back policy belongs inside the callbacks); a status above zero
+ * counts as success. The guard calls @c refund and @c pause only from its
+ * callers' threads, never from inside a @c try_async reply: units of a
+ * reply that lands after its attempt was cancelled are given back by the
+ * guard's next call (or by admit_guard_free()).
  */
 typedef struct admit_guard_global_s {
   /**
@@ -86,6 +91,9 @@ typedef struct admit_guard_options_s {
   admit_breaker_t* breaker;    /**< Borrowed; NULL = no breaker. */
   admit_limiter_t* local;      /**< Borrowed; NULL = no local limiter. */
   const admit_guard_global_t* global; /**< Copied; NULL = no global stage. */
+  admit_redis_limiter_t* redis; /**< Borrowed: the Redis limiter as the
+                                     global stage (instead of @c global). */
+  const char* redis_key;  /**< Its subject key; copied; NULL = @c name. */
   admit_semaphore_t* semaphore; /**< Borrowed; NULL = no semaphore. */
   uint64_t cost;          /**< Limiter units per call; 0 = 1. */
   int priority;           /**< Semaphore priority class; 0 = most urgent. */
@@ -196,9 +204,14 @@ typedef struct admit_guard_permit_s {
 /**
  * Creates a guard. Options are copied (the handles in them are borrowed).
  *
- * Returns 0 and sets @p *out, or ADMIT_EINVAL (a global stage without
- * try_acquire, a priority out of range, a negative retry ratio, a name over
- * 128 bytes) / ADMIT_ENOMEM.
+ * With @c redis, the global stage is that limiter's quota for @c redis_key:
+ * shared by every process and pod, decided asynchronously in the step API
+ * (admit_redis_limiter_try_cb()), and paused for everyone by
+ * admit_guard_pause(). Its refunds and pauses are blocking round trips,
+ * bounded by the connection's command timeout. Returns 0 and sets
+ * @p *out, or ADMIT_EINVAL (both @c global and @c redis, a global stage
+ * without try_acquire, a priority out of range, a negative retry ratio, a
+ * name or key over 128 bytes) / ADMIT_ENOMEM.
  */
 ADMIT_EXTERN int admit_guard_new(admit_guard_t** out,
                                  const admit_guard_options_t* opts);
@@ -371,6 +384,9 @@ typedef struct admit_guard_metrics_s {
   uint64_t in_flight;          /**< Admitted calls not yet left (gauge). */
   uint64_t waiting;            /**< Attempts in the stages now (gauge). */
   uint64_t paused_for_ns;      /**< Local vendor pause left now. */
+  int32_t global_degraded;     /**< 1 while the Redis stage decides locally
+                                    (its failure policy), 0 if not, -1
+                                    without a Redis stage. */
   uint64_t recent_calls;       /**< Calls left in the window. */
   uint64_t recent_errors;      /**< Of those, failures and timeouts. */
   admit_histogram_t queue_wait; /**< Start to admission, admitted only. */
