@@ -136,9 +136,16 @@ local function read_quota(i)
   return q, i
 end
 
+-- Set when a test injects the time: expiries then stay long in real time,
+-- so that state never lapses between two simulated instants.
+local injected = false
+
 -- The server's time, or the test's injected one.
 local function read_now(arg)
-  if arg ~= nil and arg ~= '' then return t_parse(arg) end
+  if arg ~= nil and arg ~= '' then
+    injected = true
+    return t_parse(arg)
+  end
   local t = redis.call('TIME')
   return {tonumber(t[1]), tonumber(t[2]) * 1000}
 end
@@ -315,54 +322,45 @@ end
 
 -- Writes the state of quota q (st holds the new per-rate states) to hash
 -- k with an expiry covering the longest-lived part; deletes it when every
--- part is as fresh as a new one.
+-- part is as fresh as a new one (for a clock that moves forward, nothing
+-- then depends on it). With an injected time the state is always kept, so
+-- that simulated clocks stepping back see what lib/algo.c sees.
 local function store_state(k, q, st, now)
   local ttl = 0
   local args = {}
-  local dels = {}
   for i = 1, q.n do
     local s = st[i]
     if q.algo == 0 then
-      if s.tat ~= nil and t_cmp(s.tat, now) > 0 then
+      if s.tat ~= nil then
         args[#args + 1] = 't' .. i
         args[#args + 1] = t_str(s.tat)
-        ttl = max(ttl, t_diff(s.tat, now))
-      else
-        dels[#dels + 1] = 't' .. i
+        if t_cmp(s.tat, now) > 0 then ttl = max(ttl, t_diff(s.tat, now)) end
       end
-    else
+    elseif s.win ~= nil then
+      args[#args + 1] = 'w' .. i
+      args[#args + 1] = t_str(s.win)
+      args[#args + 1] = 'c' .. i
+      args[#args + 1] = string.format('%d', s.c)
+      args[#args + 1] = 'p' .. i
+      args[#args + 1] = string.format('%d', s.p)
       local v = window_view(q[i], s, now)
-      local keep = window_reset(q.algo, q[i], v, v.cur)
-      if keep > 0 then
-        args[#args + 1] = 'w' .. i
-        args[#args + 1] = t_str(s.win)
-        args[#args + 1] = 'c' .. i
-        args[#args + 1] = string.format('%d', s.c)
-        args[#args + 1] = 'p' .. i
-        args[#args + 1] = string.format('%d', s.p)
-        ttl = max(ttl, keep)
-      else
-        dels[#dels + 1] = 'w' .. i
-        dels[#dels + 1] = 'c' .. i
-        dels[#dels + 1] = 'p' .. i
-      end
+      ttl = max(ttl, window_reset(q.algo, q[i], v, v.cur))
     end
   end
-  if st.pause ~= nil and t_cmp(st.pause, now) > 0 then
+  if st.pause ~= nil then
     args[#args + 1] = 'z'
     args[#args + 1] = t_str(st.pause)
-    ttl = max(ttl, t_diff(st.pause, now))
-  else
-    dels[#dels + 1] = 'z'
+    if t_cmp(st.pause, now) > 0 then ttl = max(ttl, t_diff(st.pause, now)) end
   end
-  if ttl == 0 then
+  if #args == 0 or (ttl == 0 and not injected) then
     redis.call('DEL', k)
     return
   end
-  if #dels > 0 then redis.call('HDEL', k, unpack(dels)) end
   redis.call('HSET', k, unpack(args))
   -- Milliseconds, rounded up so the state never vanishes too early.
-  redis.call('PEXPIRE', k, math.floor((ttl + 999999) / 1000000))
+  local ms = math.floor((ttl + 999999) / 1000000)
+  if injected and ms < 600000 then ms = 600000 end
+  redis.call('PEXPIRE', k, ms)
 end
 
 -- The decision as a reply: allowed, limiting (0-based), limit, remaining,

@@ -46,7 +46,7 @@ local function refund(cost, at)
         local d = t_diff(s.tat, now)
         local back = cost * r.interval
         if back >= d then
-          s.tat = nil
+          s.tat = now
         else
           s.tat = t_sub(s.tat, back)
         end
