@@ -60,7 +60,7 @@ def wait_port(port, proc=None):
     raise AssertionError("nothing listens on port %d" % port)
 
 
-# --- upstreams: the fake vendor and a WebSocket echo server -------------------
+# --- upstreams: the fake vendor and a WebSocket echo server ---------------
 
 @pytest.fixture(scope="module")
 def vendor():
@@ -122,7 +122,7 @@ def agent():
     sock.close()
 
 
-# --- nginx ----------------------------------------------------------------------
+# --- nginx -----------------------------------------------------------------
 
 def gateway_conf(api_port, agent_port, listen_port):
     with open(CONF) as f:

@@ -172,7 +172,7 @@ def test_environment_gives_defaults_and_command_line_wins():
     assert s.quota == 9
 
 
-# --- the real server ---------------------------------------------------------
+# --- the real server -------------------------------------------------------
 
 
 class Server:
