@@ -20,6 +20,9 @@ from .limiter import (Decision, FixedWindow, Limiter, SlidingWindow,
                       TokenBucket)
 from .rates import Algorithm, ManualClock, Quota, Rate, parse_rates
 from .semaphore import Semaphore, SemaphoreStats
+from .redis import (GlobalLimiter, Lease, Redis, RedisLimiter,
+                    RedisLimiterStats, RedisSemaphore, RedisStats,
+                    Reservation)
 
 __version__ = _ffi.string(_lib.admit_version_string()).decode()
 """The version of the libadmit this package runs on."""
@@ -30,5 +33,7 @@ __all__ = [
     "QueueTimeout", "RateLimited", "Rejected", "KeyedLimiter", "KeyedStats",
     "Decision", "FixedWindow", "Limiter", "SlidingWindow", "TokenBucket",
     "Algorithm", "ManualClock", "Quota", "Rate", "parse_rates", "Semaphore",
-    "SemaphoreStats", "__version__",
+    "SemaphoreStats", "GlobalLimiter", "Lease", "Redis", "RedisLimiter",
+    "RedisLimiterStats", "RedisSemaphore", "RedisStats", "Reservation",
+    "__version__",
 ]

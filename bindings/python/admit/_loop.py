@@ -29,12 +29,15 @@ class Waiter:
     __slots__ = ("id", "node", "future", "state", "status", "on_grant_lost",
                  "value", "extra")
 
+    # ``node`` is an admit_notify_decision_t: its first member is the
+    # admit_notify_node_t, so it serves plain and decision callbacks alike.
+
     def __init__(self, notifier: "Notifier", future: "asyncio.Future[Any]",
                  on_grant_lost: Callable[["Waiter"], None]) -> None:
         self.id = next(notifier.ids)
-        self.node = ffi.new("admit_notify_node_t*")
-        self.node.notify = notifier.ptr
-        self.node.id = self.id
+        self.node = ffi.new("admit_notify_decision_t*")
+        self.node.node.notify = notifier.ptr
+        self.node.node.id = self.id
         self.future = future
         self.state = WAITING
         self.status = 0

@@ -1,0 +1,280 @@
+"""Redis-backed limits against the throwaway redis-server of
+test/run-redis.sh (skipped without ADMIT_TEST_REDIS_URL): exact decisions,
+asyncio waits that never block the loop, cancellation, pauses, failure
+policies and the FastAPI dependency on Redis."""
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+
+import pytest
+from fastapi import Depends, FastAPI
+from starlette.testclient import TestClient
+
+import admit
+from admit.fastapi import RateLimit
+
+
+@pytest.fixture
+def redis(redis_url):
+    r = admit.Redis(redis_url, prefix="t" + uuid.uuid4().hex[:8])
+    yield r
+    r.close()
+
+
+def name():
+    return "n" + uuid.uuid4().hex[:12]
+
+
+def test_connect_ping_repr(redis, redis_url):
+    redis.ping()
+    assert repr(redis).startswith("Redis('redis://127.0.0.1:")
+    s = redis.stats()
+    assert s.connected >= 1 and s.breaker == "closed"
+    masked = repr(admit.Redis("redis://user:secret@127.0.0.1:1/0",
+                              connect_timeout=0.05))
+    assert "secret" not in masked and "***" in masked
+
+
+def test_bad_url_is_config_error():
+    with pytest.raises(admit.ConfigError):
+        admit.Redis("redis://127.0.0.1:notaport/0")
+    with pytest.raises(TypeError, match="url"):
+        admit.Redis(6379)
+
+
+def test_token_bucket_in_redis(redis):
+    lim = admit.RedisLimiter(redis, "5/second", name=name())
+    got = [lim.try_acquire("u") for _ in range(6)]
+    assert [d.allowed for d in got] == [True] * 5 + [False]
+    assert [d.remaining for d in got[:5]] == [4, 3, 2, 1, 0]
+    assert got[0].limit == 5
+    assert 0 < got[5].retry_after <= 0.2
+    # Another key is independent; reset forgets.
+    assert lim.hit("other")
+    lim.reset("u")
+    assert lim.try_acquire("u").remaining == 4
+
+
+def test_fixed_and_sliding_windows_in_redis(redis):
+    for algo in ("fixed_window", "sliding_window"):
+        lim = admit.RedisLimiter(redis, "3/hour", algorithm=algo,
+                                 name=name())
+        assert [lim.hit("k") for _ in range(4)] == [True, True, True, False]
+        d = lim.peek("k")
+        assert d.remaining == 0
+        lim.refund("k", 1)
+        assert lim.hit("k")
+
+
+def test_two_connections_share_the_limit(redis, redis_url):
+    n = name()
+    other = admit.Redis(redis_url, prefix=redis.prefix)
+    try:
+        a = admit.RedisLimiter(redis, "4/minute", name=n)
+        b = admit.RedisLimiter(other, "4/minute", name=n)
+        got = [a.hit("k"), b.hit("k"), a.hit("k"), b.hit("k"), a.hit("k"),
+               b.hit("k")]
+        assert got == [True, True, True, True, False, False]
+    finally:
+        other.close()
+
+
+async def test_async_decisions_and_wait(redis):
+    lim = admit.RedisLimiter(redis, "20/second", burst=2, name=name())
+    d = await lim.try_acquire_async("a")
+    assert d.allowed and d.remaining == 1
+    await lim.try_acquire_async("a")
+    assert not (await lim.try_acquire_async("a")).allowed
+    start = time.monotonic()
+    await lim.wait_and_acquire("a", timeout=3.0)
+    assert time.monotonic() - start >= 0.03
+    with pytest.raises(admit.RateLimited) as e:
+        await lim.wait_and_acquire("a", timeout=0.001)
+    assert e.value.retry_after > 0.001
+
+
+async def test_many_concurrent_async_callers_exact(redis):
+    lim = admit.RedisLimiter(redis, "250/hour", name=name())
+    res = await asyncio.gather(*[lim.try_acquire_async("hot")
+                                 for _ in range(400)])
+    assert sum(d.allowed for d in res) == 250
+
+
+async def test_loop_keeps_ticking_while_1000_wait():
+    """A heartbeat task keeps ticking every 10 ms while 1,000 callers wait
+    on a Redis limiter: no wait runs on the event loop's thread."""
+    url = os.environ.get("ADMIT_TEST_REDIS_URL")
+    if not url:
+        pytest.skip("ADMIT_TEST_REDIS_URL is not set")
+    redis = admit.Redis(url, prefix="hb" + uuid.uuid4().hex[:6])
+    lim = admit.RedisLimiter(redis, "500/second", burst=50, name=name())
+    gaps = []
+    stop = False
+
+    async def heartbeat():
+        last = time.monotonic()
+        while not stop:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    hb = asyncio.ensure_future(heartbeat())
+    start = time.monotonic()
+    res = await asyncio.gather(*[lim.wait_and_acquire("vendor",
+                                                      timeout=30)
+                                 for _ in range(1000)])
+    elapsed = time.monotonic() - start
+    stop = True
+    await hb
+    redis.close()
+    assert all(d.allowed for d in res)
+    # 1,000 units at 500/s after a burst of 50 take about 1.9 s; the loop
+    # ticked all along (a blocked loop would show one long gap instead).
+    assert elapsed >= 1.5
+    assert len(gaps) >= 0.5 * elapsed / 0.01
+    assert max(gaps) < 0.5
+
+
+async def test_cancelled_async_decision_is_refunded(redis):
+    lim = admit.RedisLimiter(redis, "3/hour", name=name())
+    tasks = [asyncio.ensure_future(lim.try_acquire_async("k"))
+             for _ in range(3)]
+    await asyncio.sleep(0)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    # Refunds run in worker threads: give them a moment.
+    for _ in range(100):
+        if lim.peek("k").remaining == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert lim.peek("k").remaining == 3
+
+
+def test_pause_blocks_everyone(redis):
+    lim = admit.RedisLimiter(redis, "100/second", name=name())
+    assert lim.hit("vendor")
+    until = lim.pause("vendor", 2.0)
+    assert until > time.time() + 1.5
+    d = lim.try_acquire("vendor")
+    assert not d.allowed and 1.5 < d.retry_after <= 2.0
+    assert lim.hit("other")
+
+
+def test_reserve_and_settle(redis):
+    lim = admit.RedisLimiter(redis, "1000/hour", name=name())
+    r, d = lim.reserve("tokens", 300)
+    assert r.reserved and d.remaining == 700
+    d = lim.settle("tokens", r, 120)
+    assert d.remaining == 880
+
+
+def test_failure_policies_when_redis_is_down():
+    # A port nobody listens on.
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    r = admit.Redis("redis://127.0.0.1:%d/0" % port, connect_timeout=0.05,
+                    command_timeout=0.05)
+    try:
+        closed = admit.RedisLimiter(r, "1/s", name="c")
+        with pytest.raises(admit.BackendUnavailable):
+            closed.try_acquire("k")
+        opened = admit.RedisLimiter(r, "1/s", name="o",
+                                    on_failure="fail_open")
+        assert opened.hit("k") and opened.hit("k")
+        local = admit.RedisLimiter(r, "2/minute", name="f",
+                                   on_failure="fallback")
+        assert [local.hit("k") for _ in range(3)] == [True, True, False]
+        assert local.stats().fallback == 3
+    finally:
+        r.close()
+
+
+def test_closed_connection_refuses(redis_url):
+    r = admit.Redis(redis_url)
+    lim = admit.RedisLimiter(r, "1/s", name=name())
+    r.close()
+    r.close()
+    with pytest.raises(admit.Closed):
+        lim.try_acquire("k")
+    with pytest.raises(admit.Closed):
+        r.ping()
+
+
+def test_redis_constructor_bad_arguments(redis):
+    with pytest.raises(TypeError, match="redis"):
+        admit.RedisLimiter("redis://x", "1/s")
+    with pytest.raises(ValueError, match="on_failure"):
+        admit.RedisLimiter(redis, "1/s", on_failure="maybe")
+    with pytest.raises(ValueError, match="name"):
+        admit.RedisLimiter(redis, "1/s", name="a{b}")
+    with pytest.raises(ValueError, match="rate"):
+        admit.RedisLimiter(redis, "soon")
+    with pytest.raises(ValueError, match="connect_timeout"):
+        admit.Redis("redis://127.0.0.1:1/0", connect_timeout=-1)
+    with pytest.raises(ValueError, match="connections"):
+        admit.Redis("redis://127.0.0.1:1/0", connections=0)
+    with pytest.raises(ValueError, match="capacity"):
+        admit.RedisSemaphore(redis, 0)
+    with pytest.raises(ValueError, match="on_failure"):
+        admit.RedisSemaphore(redis, 1, on_failure="fallback")
+    with pytest.raises(ValueError, match="cost"):
+        admit.RedisLimiter(redis, "1/s", name=name()).try_acquire("k", 0)
+    with pytest.raises(ValueError, match="exceeds the burst"):
+        admit.RedisLimiter(redis, "1/s", name=name()).try_acquire("k", 2)
+
+
+def test_redis_semaphore(redis):
+    sem = admit.RedisSemaphore(redis, 2, lease=5, name=name())
+    a = sem.try_acquire("gpu")
+    b = sem.try_acquire("gpu")
+    assert a is not None and b is not None and a.id != b.id
+    assert sem.try_acquire("gpu") is None
+    assert sem.held("gpu") == 2
+    assert sem.release(a)
+    assert not sem.release(a)
+    c = sem.acquire_blocking("gpu", timeout=1)
+    assert sem.held("gpu") == 2
+    c2 = sem.renew(c)
+    assert c2.expires_at_ns >= c.expires_at_ns
+    sem.release(b)
+    sem.release(c2)
+    assert sem.held("gpu") == 0
+
+
+def test_fastapi_on_redis_shares_across_apps(redis_url):
+    """Two apps (two "pods") with the same Redis share one limit; the
+    switch from local is the backend setting alone."""
+    def app_with(limit):
+        app = FastAPI(dependencies=[Depends(limit)])
+
+        @app.get("/chat")
+        async def chat():
+            return {"ok": True}
+        return app
+
+    ns = name()
+    a = TestClient(app_with(RateLimit("3/hour", backend=redis_url,
+                                      namespace=ns)))
+    b = TestClient(app_with(RateLimit("3/hour", backend=redis_url,
+                                      namespace=ns)))
+    h = {"X-Forwarded-For": "ignored"}
+    codes = [a.get("/chat", headers=h).status_code,
+             b.get("/chat").status_code,
+             a.get("/chat").status_code,
+             b.get("/chat").status_code]
+    assert codes == [200, 200, 200, 429]
+    r = b.get("/chat")
+    assert r.headers["RateLimit-Policy"] == '"default";q=3;w=3600'
+    # An hour window aligned to the server's clock: the wait is the rest
+    # of it, and Retry-After agrees with the RateLimit field's t.
+    assert r.headers["RateLimit"].startswith('"default";r=0;t=')
+    t = int(r.headers["RateLimit"].rsplit("=", 1)[1])
+    assert 1 <= t <= 3600
+    assert r.headers["Retry-After"] == str(t)
