@@ -151,6 +151,11 @@ static inline int tr_group_setup(void** state) {
 
 /* --- private servers ------------------------------------------------------*/
 
+/* Whether redis-server can be started here. */
+static inline int tr_have_server(void) {
+  return system("command -v redis-server >/dev/null 2>&1") == 0;
+}
+
 typedef struct tserver_s {
   pid_t pid;
   int port;
