@@ -835,6 +835,13 @@ int admit_guard_metrics(admit_guard_t* g, admit_guard_metrics_t* out) {
     }
   }
   out->in_flight = atomic_load_explicit(&g->in_flight, memory_order_relaxed);
+  if (g->sem != NULL) {
+    admit_semaphore_stats_t ss;
+    if (admit_semaphore_stats(g->sem, &ss) == 0) {
+      out->capacity = ss.capacity;
+      out->capacity_in_use = ss.in_use;
+    }
+  }
   out->waiting = atomic_load_explicit(&g->waiting, memory_order_relaxed);
   uint64_t now = now_of(g);
   out->paused_for_ns = admit__sat_sub(

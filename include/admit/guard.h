@@ -382,6 +382,8 @@ typedef struct admit_guard_metrics_s {
   uint64_t breaker_closed;     /**< ... to closed. */
   int32_t breaker_state;       /**< admit_breaker_state_t, or -1 if none. */
   uint64_t in_flight;          /**< Admitted calls not yet left (gauge). */
+  uint64_t capacity;           /**< The semaphore's capacity, 0 if none. */
+  uint64_t capacity_in_use;    /**< Its permits held now (by any user). */
   uint64_t waiting;            /**< Attempts in the stages now (gauge). */
   uint64_t paused_for_ns;      /**< Local vendor pause left now. */
   int32_t global_degraded;     /**< 1 while the Redis stage decides locally
