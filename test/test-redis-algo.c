@@ -286,12 +286,67 @@ static void test_exact_boundaries(void** state) {
   admit_redis_limiter_free(l);
 }
 
+/* The same scenarios through the public in-process limiter (with a fake
+ * clock) and the Redis limiter (with the same times): same decisions. */
+static void test_same_as_local_limiter(void** state) {
+  (void)state;
+  REDIS_OR_SKIP();
+  const admit_algo_t algos[3] = {ADMIT_TOKEN_BUCKET, ADMIT_FIXED_WINDOW,
+                                 ADMIT_SLIDING_WINDOW};
+  const char* specs[3] = {"10/s;50/min", "4/250ms", "100/min"};
+  int steps = (int)test_scale(500, 80);
+  for (int ai = 0; ai < 3; ai++) {
+    for (int si = 0; si < 3; si++) {
+      rng_state = 12345 + (uint64_t)(ai * 3 + si);
+      admit_quota_t q = tr_quota(algos[ai], specs[si]);
+      fake_clock_t fc;
+      admit_clock_t clk = fake_clock(&fc, 5 * (uint64_t)ADMIT_SECOND);
+      admit_limiter_t* local = NULL;
+      assert_int_equal(admit_limiter_new(&local, &q, &clk), 0);
+      admit_redis_limiter_options_t lo;
+      memset(&lo, 0, sizeof(lo));
+      lo.quota = &q;
+      char name[32];
+      snprintf(name, sizeof(name), "pub%d%d", ai, si);
+      lo.name = name;
+      admit_redis_limiter_t* l = NULL;
+      assert_int_equal(admit_redis_limiter_new(&l, conn, &lo), 0);
+      admit__algo_t a;
+      assert_int_equal(admit__algo_init(&a, &q), 0);
+      for (int step = 0; step < steps; step++) {
+        int64_t dt = pick_dt(&a);
+        if (dt > 0) fake_advance(&fc, (uint64_t)dt);
+        uint64_t now = fake_now(&fc);
+        admit_decision_t want, got;
+        if (rng_below(5) == 0) {
+          assert_int_equal(admit_limiter_peek(local, &want), 0);
+          assert_int_equal(admit__redis_limiter_op_at(l, "peek", "p", 1, now,
+                                                      NULL, 0, &got, NULL,
+                                                      NULL),
+                           0);
+        } else {
+          uint64_t cost = pick_cost(&a);
+          assert_int_equal(admit_limiter_try(local, cost, &want), 0);
+          assert_int_equal(admit__redis_limiter_op_at(l, "try", "p", 1, now,
+                                                      &cost, 1, &got, NULL,
+                                                      NULL),
+                           0);
+        }
+        expect_same(&want, &got, specs[si], step, now);
+      }
+      admit_limiter_free(local);
+      admit_redis_limiter_free(l);
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_vectors_small_clock),
       cmocka_unit_test(test_vectors_epoch_clock),
       cmocka_unit_test(test_vectors_far_clock),
       cmocka_unit_test(test_exact_boundaries),
+      cmocka_unit_test(test_same_as_local_limiter),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
