@@ -235,7 +235,7 @@ async def test_admission_rejects_beyond_backlog():
             if s["in_flight"] == 2 and s["waiting"] == 1:
                 break
         assert mw.saturation() == {"in_flight": 2, "waiting": 1,
-                                   "capacity": 2, "rejected": 0}
+                                   "limit": 2, "rejected": 0}
         r = await client.get("/work")
         assert r.status_code == 503
         assert r.headers["retry-after"] == "3"
@@ -247,7 +247,9 @@ async def test_admission_rejects_beyond_backlog():
         done = await asyncio.gather(*running)
         assert [d.status_code for d in done] == [200, 200, 200]
     assert mw.saturation() == {"in_flight": 0, "waiting": 0,
-                               "capacity": 2, "rejected": 1}
+                               "limit": 2, "rejected": 1}
+    st = mw.controller.stats()
+    assert (st.admitted, st.completed, st.errors) == (3, 3, 0)
 
 
 async def test_admission_queue_timeout_answers_503():
@@ -262,7 +264,7 @@ async def test_admission_queue_timeout_answers_503():
         assert r.status_code == 503
         state["event"].set()
         assert (await first).status_code == 200
-    assert mw.semaphore.in_use == 0
+    assert mw.controller.stats().in_flight == 0
 
 
 def test_admission_bad_arguments():
@@ -275,7 +277,8 @@ def test_admission_bad_arguments():
     with pytest.raises(TypeError, match="exempt"):
         AdmissionMiddleware(None, exempt="/health")
     assert repr(AdmissionMiddleware(None, max_in_flight=4, backlog=8)) == (
-        "AdmissionMiddleware(max_in_flight=4, backlog=8, queue_timeout=5, "
+        "AdmissionMiddleware(AdmissionController(max_in_flight=4, "
+        "backlog=8, in_flight=0, waiting=0), queue_timeout=5, "
         "exempt=('/health', '/ready'))")
 
 

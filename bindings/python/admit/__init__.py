@@ -20,6 +20,8 @@ from .limiter import (Decision, FixedWindow, Limiter, SlidingWindow,
                       TokenBucket)
 from .rates import Algorithm, ManualClock, Quota, Rate, parse_rates
 from .semaphore import Semaphore, SemaphoreStats
+from .breaker import BreakerStats, CircuitBreaker, Outcome, outcome_of
+from .admission import AdmissionController, AdmissionStats, Permit
 from .redis import (GlobalLimiter, Lease, Redis, RedisLimiter,
                     RedisLimiterStats, RedisSemaphore, RedisStats,
                     Reservation)
@@ -35,5 +37,6 @@ __all__ = [
     "Algorithm", "ManualClock", "Quota", "Rate", "parse_rates", "Semaphore",
     "SemaphoreStats", "GlobalLimiter", "Lease", "Redis", "RedisLimiter",
     "RedisLimiterStats", "RedisSemaphore", "RedisStats", "Reservation",
-    "__version__",
+    "BreakerStats", "CircuitBreaker", "Outcome", "outcome_of",
+    "AdmissionController", "AdmissionStats", "Permit", "__version__",
 ]

@@ -31,6 +31,8 @@ from .errors import AdmitError, BackendUnavailable, QueueTimeout, Rejected
 from .keyed import KeyedLimiter
 from .limiter import Decision
 from .rates import Algorithm, ManualClock, Quota, _algorithm_of, quota_of
+from .admission import AdmissionController
+from .breaker import Outcome, outcome_of
 from .semaphore import Semaphore
 
 try:  # FastAPI is optional for the rest of the package.
@@ -394,12 +396,17 @@ class RateLimit:
 # -- admission -------------------------------------------------------------
 
 class AdmissionMiddleware:
-    """ASGI middleware bounding the requests a process works on.
+    """ASGI middleware bounding the requests a process works on, over an
+    :class:`admit.AdmissionController`.
 
     At most ``max_in_flight`` requests run at once; up to ``backlog`` more
-    wait (FIFO, at most ``queue_timeout`` seconds); beyond that, requests
-    are answered at once with 503 and ``Retry-After``. Paths in ``exempt``
-    (prefix match, default ``/health`` and ``/ready``) are never queued.
+    wait (by priority, FIFO within one, at most ``queue_timeout`` seconds,
+    shed CoDel-style when waits stay long); beyond that, requests are
+    answered at once with 503 and ``Retry-After``. Paths in ``exempt``
+    (prefix match, default ``/health`` and ``/ready``) pass untouched.
+    ``priority`` (a function of the ASGI scope, 0 most urgent, default 1)
+    picks the class. Pass ``controller`` to share one (e.g. with
+    :class:`Readiness`); a response of 500 or more counts as a failure.
 
         app.add_middleware(AdmissionMiddleware, max_in_flight=100,
                            backlog=200)
@@ -408,19 +415,28 @@ class AdmissionMiddleware:
     def __init__(self, app: Any, *, max_in_flight: int = 100,
                  backlog: int = 100, queue_timeout: float = 5.0,
                  exempt: Iterable[str] = ("/health", "/ready"),
-                 retry_after: int = 1) -> None:
-        positive_int(max_in_flight, "max_in_flight")
-        nonneg_int(backlog, "backlog")
+                 retry_after: int = 1,
+                 priority: Optional[Callable[[Any], int]] = None,
+                 controller: Optional[AdmissionController] = None,
+                 **options: Any) -> None:
         seconds_to_ns(queue_timeout, "queue_timeout")
         positive_int(retry_after, "retry_after")
         if isinstance(exempt, str):
             raise TypeError("exempt must be a list of path prefixes")
+        if priority is not None and not callable(priority):
+            raise TypeError("priority must be a function of the scope")
         self.app = app
         self.exempt = tuple(text(p, "exempt path") for p in exempt)
         self.queue_timeout = float(queue_timeout)
         self.retry_after = retry_after
-        self.semaphore = Semaphore(max_in_flight, max_waiters=backlog)
-        self.rejected = 0
+        self.priority = priority
+        if controller is None:
+            controller = AdmissionController(max_in_flight, backlog,
+                                             **options)
+        elif not isinstance(controller, AdmissionController):
+            raise TypeError("controller must be an admit."
+                            "AdmissionController")
+        self.controller = controller
         self._body = json.dumps({"detail": "Service overloaded"}).encode()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -428,16 +444,30 @@ class AdmissionMiddleware:
                 scope["path"].startswith(self.exempt):
             await self.app(scope, receive, send)
             return
+        prio = 1 if self.priority is None else self.priority(scope)
         try:
-            await self.semaphore.acquire(timeout=self.queue_timeout)
+            permit = await self.controller.enter(timeout=self.queue_timeout,
+                                                 priority=prio)
         except (Rejected, QueueTimeout):
-            self.rejected += 1
             await self._reject(send)
             return
+        status = [0]
+
+        async def send_status(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        outcome = Outcome.FAILURE
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_status)
+            outcome = Outcome.FAILURE if status[0] >= 500 else \
+                Outcome.SUCCESS
+        except BaseException as e:
+            outcome = outcome_of(e)
+            raise
         finally:
-            self.semaphore.release()
+            permit.leave(outcome)
 
     async def _reject(self, send: Any) -> None:
         await send({"type": "http.response.start", "status": 503,
@@ -448,17 +478,15 @@ class AdmissionMiddleware:
         await send({"type": "http.response.body", "body": self._body})
 
     def saturation(self) -> Dict[str, int]:
-        """In flight, waiting, capacity and rejections, for /ready."""
-        s = self.semaphore.stats()
-        return {"in_flight": s.in_use, "waiting": s.waiting,
-                "capacity": s.capacity, "rejected": self.rejected}
+        """In flight, waiting, limit and refusals, for /ready."""
+        s = self.controller.stats()
+        return {"in_flight": s.in_flight, "waiting": s.waiting,
+                "limit": s.limit, "rejected": s.rejected + s.shed +
+                s.displaced + s.timed_out}
 
     def __repr__(self) -> str:
-        s = self.semaphore.stats()
-        return ("AdmissionMiddleware(max_in_flight=%d, backlog=%s, "
-                "queue_timeout=%g, exempt=%r)"
-                % (s.capacity, self.semaphore._max_waiters,
-                   self.queue_timeout, self.exempt))
+        return "AdmissionMiddleware(%r, queue_timeout=%g, exempt=%r)" % (
+            self.controller, self.queue_timeout, self.exempt)
 
 
 # -- health ----------------------------------------------------------------
@@ -491,11 +519,20 @@ class Readiness:
             return None
         return self.add(name, check)
 
-    def add_admission(self, mw: AdmissionMiddleware, *,
-                      max_waiting: int) -> "Readiness":
-        """Not ready while the admission backlog exceeds ``max_waiting``."""
-        return self.add_semaphore("admission", mw.semaphore,
-                                  max_waiting=max_waiting)
+    def add_admission(self, ctl: Any, *, max_waiting: int) -> "Readiness":
+        """Not ready while more than ``max_waiting`` requests wait in an
+        :class:`admit.AdmissionController` (or an AdmissionMiddleware's)."""
+        nonneg_int(max_waiting, "max_waiting")
+        if isinstance(ctl, AdmissionMiddleware):
+            ctl = ctl.controller
+
+        def check() -> Optional[str]:
+            s = ctl.stats()
+            if s.waiting > max_waiting:
+                return "overloaded: %d waiting (max %d)" % (s.waiting,
+                                                            max_waiting)
+            return None
+        return self.add("admission", check)
 
     async def run(self) -> Tuple[bool, Dict[str, str]]:
         """Runs every check: (ready, {name: "ok" or reason})."""
