@@ -21,6 +21,7 @@ typedef struct eval_s {
   uint64_t retry;     /* 0 if the cost fits now, NEVER if it never will */
   uint64_t remaining; /* largest cost that fits now */
   uint64_t reset;     /* until the cell is fresh */
+  uint64_t reset_charged; /* the same once the cost is charged now */
   /* Windows: the (possibly clamped) window and the decoded counts. */
   uint64_t w;
   uint64_t cur;
@@ -59,6 +60,7 @@ static void bucket_eval(const admit__rate_params_t* p, const admit__cell_t* c,
   }
   ev->remaining = bucket_room(p, base, now);
   ev->reset = base - now;
+  ev->reset_charged = ev->reset + inc;
 }
 
 /* ---- fixed window -------------------------------------------------------- */
@@ -86,6 +88,7 @@ static void fixed_eval(const admit__rate_params_t* p, const admit__cell_t* c,
   ev->retry = used + cost <= p->limit ? 0 : till;
   ev->remaining = admit__sat_sub(p->limit, used);
   ev->reset = used > 0 ? till : 0;
+  ev->reset_charged = till;
 }
 
 /* ---- sliding window ------------------------------------------------------ */
@@ -136,9 +139,11 @@ static void sliding_eval(const admit__rate_params_t* p,
     ev->retry = at > UINT64_MAX ? NEVER : (uint64_t)at - now;
   }
 
+  u128 fresh_at = ((u128)w + 2) * P;
+  ev->reset_charged =
+      fresh_at > UINT64_MAX ? NEVER : (uint64_t)fresh_at - now;
   if (cur > 0) {
-    u128 at = ((u128)w + 2) * P;
-    ev->reset = at > UINT64_MAX ? NEVER : (uint64_t)at - now;
+    ev->reset = ev->reset_charged;
   } else if (prev > 0) {
     u128 at = ((u128)w + 1) * P;
     ev->reset = at > UINT64_MAX ? NEVER : (uint64_t)at - now;
@@ -259,6 +264,9 @@ int admit__algo_reserve(const admit__algo_t* a, const admit__cell_t* cur,
   }
 
   if (wait == 0) {
+    uint64_t best_rem = UINT64_MAX;
+    uint32_t best = 0;
+    reset = 0;
     for (uint32_t i = 0; i < a->nrates; i++) {
       if (a->algo == ADMIT_TOKEN_BUCKET) {
         uint64_t base = cur[i].w0 > now ? cur[i].w0 : now;
@@ -267,9 +275,24 @@ int admit__algo_reserve(const admit__algo_t* a, const admit__cell_t* cur,
       } else {
         window_apply(a, &ev[i], cost, &next[i]);
       }
+      /* Charging cost units now takes exactly cost off what fits now
+       * (each algorithm's remaining is linear in the units charged). */
+      uint64_t rem = ev[i].remaining - cost;
+      if (rem < best_rem) {
+        best_rem = rem;
+        best = i;
+      }
+      if (ev[i].reset_charged > reset) reset = ev[i].reset_charged;
     }
     if (wait_ns != NULL) *wait_ns = 0;
-    if (d != NULL) fill_allowed(a, next, now, d);
+    if (d != NULL) {
+      d->allowed = 1;
+      d->limiting = best;
+      d->limit = a->r[best].limit;
+      d->remaining = best_rem;
+      d->retry_after_ns = 0;
+      d->reset_after_ns = reset;
+    }
     return 1;
   }
 

@@ -205,17 +205,39 @@ static int fixed_try(admit_limiter_t* l, uint64_t cost, admit_decision_t* d) {
   const admit__rate_params_t* p = &l->algo.r[0];
   if (cost - 1 >= p->limit) return ADMIT_EINVAL;
   uint64_t now = lim_now(l);
-  uint64_t w = fixed_window(l, now);
-  uint64_t word = fixed_load(l, &now, &w);
+  uint64_t word = atomic_load_explicit(&l->word, memory_order_acquire);
+  bool reread = false;
   for (;;) {
-    uint64_t tag = fixed_tag(l, w);
-    uint64_t used = (word >> l->cbits) == tag ? word & l->cmask : 0;
+    uint64_t w = admit__udiv(now, p->period_ns, p->period_inv);
+    uint64_t tag = (w - l->base_w) & l->tmask;
+    uint64_t used = word & l->cmask;
+    if (__builtin_expect((word >> l->cbits) != tag, 0)) {
+      /* Another window: ours may be the older clock reading (see the top
+       * comment), so read the clock again before calling the word stale. */
+      if (!reread) {
+        now = lim_now(l);
+        reread = true;
+        continue;
+      }
+      used = 0;
+    }
     uint64_t end;
-    if (__builtin_expect(used + cost > p->limit ||
-                             __builtin_mul_overflow(w + 1, p->period_ns,
-                                                    &end) ||
-                             w + 1 == 0,
-                         0)) {
+    if (__builtin_expect(used + cost <= p->limit &&
+                             !__builtin_add_overflow(w * p->period_ns,
+                                                     p->period_ns, &end),
+                         1)) {
+      if (atomic_compare_exchange_weak_explicit(
+              &l->word, &word, (tag << l->cbits) | (used + cost),
+              memory_order_acq_rel, memory_order_acquire)) {
+        d->allowed = 1;
+        d->limiting = 0;
+        d->limit = p->limit;
+        d->remaining = p->limit - used - cost;
+        d->retry_after_ns = 0;
+        d->reset_after_ns = end - now;
+        return 0;
+      }
+    } else {
       /* Denied, or the window ends past UINT64_MAX: algo.c decides. */
       admit__cell_t c = fixed_cell(l, word, w), n;
       if (admit__algo_decide(&l->algo, &c, &n, now, cost, d) == 0) return 0;
@@ -224,22 +246,9 @@ static int fixed_try(admit_limiter_t* l, uint64_t cost, admit_decision_t* d) {
               memory_order_acquire)) {
         return 0;
       }
-    } else if (atomic_compare_exchange_weak_explicit(
-                   &l->word, &word, (tag << l->cbits) | (used + cost),
-                   memory_order_acq_rel, memory_order_acquire)) {
-      d->allowed = 1;
-      d->limiting = 0;
-      d->limit = p->limit;
-      d->remaining = p->limit - used - cost;
-      d->retry_after_ns = 0;
-      d->reset_after_ns = end - now;
-      return 0;
     }
     /* Lost a race: the word changed, perhaps to a later window. */
-    if ((word >> l->cbits) != tag) {
-      now = lim_now(l);
-      w = fixed_window(l, now);
-    }
+    reread = false;
   }
 }
 
