@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential clang libclang-rt-14-dev pkg-config valgrind doxygen
 libhiredis-dev libuv1-dev libcmocka-dev redis-server redis-tools
 python3-dev python3-cffi python3-setuptools python3-pytest python3-fastapi
-python3-uvicorn python3-httpx python3-limits python3-yaml python3-websockets
+python3-uvicorn python3-httpx python3-limits python3-redis python3-yaml python3-websockets
 nginx"
 
 missing=""
