@@ -132,7 +132,9 @@ int admit__algo_reserve(const admit__algo_t* a, const admit__cell_t* cur,
 
 /* Gives back @p cost units taken at @p taken_at (windows refund only while
  * the window that was charged is current; the bucket moves TAT back, never
- * below now). Writes the new cells into @p next. */
+ * below now). Writes the new cells into @p next (may be @p cur). A bucket
+ * rate that a waiting reservation charged as of a later time (see "Several
+ * rates") gets cost * T back, not the gap it skipped: conservative. */
 void admit__algo_refund(const admit__algo_t* a, const admit__cell_t* cur,
                         admit__cell_t* next, uint64_t now, uint64_t cost,
                         uint64_t taken_at);

@@ -796,6 +796,48 @@ static void test_peek_and_fresh(void** state) {
   }
 }
 
+/* ---- bounds over time ----------------------------------------------------- */
+
+/* Random small quotas and random demand, every ns: what was admitted since
+ * the first request never exceeds the algorithm's bound, checked after
+ * every decision. The sliding-window bound C + C * elapsed / P is tight
+ * (some patterns reach it), and these runs reach it too. */
+static void test_bounds_brute_force(void** state) {
+  (void)state;
+  uint64_t seed = 99;
+  uint64_t reached[3] = {0, 0, 0};
+  for (int iter = 0; iter < 6000; iter++) {
+    seed = seed * 6364136223846793005u + 1442695040888963407u;
+    admit_algo_t algo = (admit_algo_t)(iter % 3);
+    uint64_t C = 1 + (seed >> 40) % 6, P = C + (seed >> 50) % 12;
+    uint64_t B = algo == ADMIT_TOKEN_BUCKET ? (seed >> 20) % 5 : 0;
+    admit_quota_t q = quota1(algo, C, P, B);
+    sim_t s;
+    sim_init(&s, &q);
+    uint64_t t0 = 1000 + (seed >> 30) % 50, n = 0;
+    uint64_t T = s.a.r[0].interval_ns, L = s.a.r[0].limit;
+    for (uint64_t t = t0; t < t0 + 8 * P; t++) {
+      seed = seed * 6364136223846793005u + 1442695040888963407u;
+      for (uint64_t k = 0; k < (seed >> 60) % 4; k++) {
+        uint64_t cost = 1 + ((seed >> (8 * k)) & 0xff) % L;
+        admit_decision_t d;
+        if (admit__algo_decide(&s.a, s.c, s.c, t, cost, &d) == 1) n += cost;
+        uint64_t bound;
+        if (algo == ADMIT_TOKEN_BUCKET) {
+          bound = L + (t - t0) / T;
+        } else if (algo == ADMIT_FIXED_WINDOW) {
+          bound = C * (t / P - t0 / P + 1);
+        } else {
+          bound = C + C * (t - t0) / P;
+        }
+        assert_true(n <= bound);
+        if (n == bound) reached[algo]++;
+      }
+    }
+  }
+  assert_true(reached[0] > 0 && reached[1] > 0 && reached[2] > 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_init_rejects),
@@ -817,6 +859,7 @@ int main(void) {
       cmocka_unit_test(test_multi_all_or_nothing),
       cmocka_unit_test(test_multi_reserve_charges_at_ready),
       cmocka_unit_test(test_peek_and_fresh),
+      cmocka_unit_test(test_bounds_brute_force),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -595,15 +595,20 @@ static void run_many(admit_algo_t algo, uint32_t n) {
   }
 }
 
-static void test_bucket_1(void** s) { (void)s; run_many(ADMIT_TOKEN_BUCKET, 1); }
-static void test_bucket_2(void** s) { (void)s; run_many(ADMIT_TOKEN_BUCKET, 2); }
-static void test_bucket_3(void** s) { (void)s; run_many(ADMIT_TOKEN_BUCKET, 3); }
-static void test_fixed_1(void** s) { (void)s; run_many(ADMIT_FIXED_WINDOW, 1); }
-static void test_fixed_2(void** s) { (void)s; run_many(ADMIT_FIXED_WINDOW, 2); }
-static void test_fixed_3(void** s) { (void)s; run_many(ADMIT_FIXED_WINDOW, 3); }
-static void test_sliding_1(void** s) { (void)s; run_many(ADMIT_SLIDING_WINDOW, 1); }
-static void test_sliding_2(void** s) { (void)s; run_many(ADMIT_SLIDING_WINDOW, 2); }
-static void test_sliding_3(void** s) { (void)s; run_many(ADMIT_SLIDING_WINDOW, 3); }
+#define MODEL_TEST(name, algo, n)                                          \
+  static void name(void** state) {                                         \
+    (void)state;                                                           \
+    run_many(algo, n);                                                     \
+  }
+MODEL_TEST(test_bucket_1, ADMIT_TOKEN_BUCKET, 1)
+MODEL_TEST(test_bucket_2, ADMIT_TOKEN_BUCKET, 2)
+MODEL_TEST(test_bucket_3, ADMIT_TOKEN_BUCKET, 3)
+MODEL_TEST(test_fixed_1, ADMIT_FIXED_WINDOW, 1)
+MODEL_TEST(test_fixed_2, ADMIT_FIXED_WINDOW, 2)
+MODEL_TEST(test_fixed_3, ADMIT_FIXED_WINDOW, 3)
+MODEL_TEST(test_sliding_1, ADMIT_SLIDING_WINDOW, 1)
+MODEL_TEST(test_sliding_2, ADMIT_SLIDING_WINDOW, 2)
+MODEL_TEST(test_sliding_3, ADMIT_SLIDING_WINDOW, 3)
 
 int main(void) {
   printf("model seed: %" PRIu64 " (set ADMIT_TEST_SEED to change)\n",

@@ -14,9 +14,9 @@
  * the threads down far below the rates), that at least 95% of the bound
  * was admitted (for a sliding window, of what the algorithm can admit at
  * most from a fresh start: the bound less the first window's burst, which
- * the next window's weighting pays back). Reservations with cancellations must never over-admit
- * either: every prefix of the kept reservations, ordered by the time they
- * may run, stays within the bound at that time. */
+ * the next window's weighting pays back). Reservations with cancellations
+ * must never over-admit either: every prefix of the kept reservations,
+ * ordered by the time they may run, stays within the bound at that time. */
 #include "helpers.h"
 
 #include <inttypes.h>
@@ -186,7 +186,8 @@ static void test_two_rates(void** state) {
   (void)state;
   /* 300k/s burst 30k, and 2M per 10 s (200k/s) burst 100k: the second
    * binds after its burst is spent. */
-  uint64_t c[2] = {300000, 2000000}, p[2] = {S, 10 * S}, b[2] = {30000, 100000};
+  uint64_t c[2] = {300000, 2000000}, p[2] = {S, 10 * S};
+  uint64_t b[2] = {30000, 100000};
   admit_quota_t q = quota(ADMIT_TOKEN_BUCKET, 2, c, p, b);
   hammer_try("2-rate bucket", &q, 2 * S);
   /* The same pair of rates as fixed windows. */
