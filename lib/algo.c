@@ -120,8 +120,16 @@ static void sliding_eval(const admit__rate_params_t* p,
 
   u128 cap = (u128)C * P;
   u128 weighted = (u128)prev * (P - e);
-  u128 load = (u128)cur * P + weighted;
-  ev->remaining = load >= cap ? 0 : sat128((cap - load) / P);
+  /* remaining = floor((C*P - cur*P - prev*(P - e)) / P)
+   *           = C - cur - prev + floor(prev * e / P), or 0 if negative;
+   * the division usually fits 64 bits and takes the reciprocal. */
+  uint64_t pe, prod;
+  if (!__builtin_mul_overflow(prev, e, &prod)) {
+    pe = admit__udiv(prod, P, p->period_inv);
+  } else {
+    pe = (uint64_t)((u128)prev * e / P);
+  }
+  ev->remaining = C + pe >= cur + prev ? C + pe - cur - prev : 0;
 
   if ((u128)(cur + cost) * P + weighted <= cap) {
     ev->retry = 0;
