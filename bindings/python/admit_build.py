@@ -33,28 +33,82 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 CC = os.environ.get("CC", "cc")
 
 # Extra C code compiled into the extension: thin fast paths that save a
-# struct round trip for the commonest calls. Every decision is still made by
-# libadmit; these only return a field of its answer.
+# struct round trip or argument conversions for the commonest calls. Every
+# decision is still made by libadmit; these only return a field of its
+# answer.
+#
+# The admit_py_fast_* helpers never block (in-process limiters only), so
+# they keep the GIL: releasing and taking it back would cost more than the
+# call. Every other function, among them every call that can wait, releases
+# the GIL as cffi does by default. cffi's wrappers bracket each call with
+# Py_BEGIN/END_ALLOW_THREADS; redefined here, they skip the release for the
+# wrappers of the fast helpers only (__func__ names the wrapper).
 EXTRA_C = r"""
-static int admit_py_limiter_hit(admit_limiter_t* l, uint64_t cost) {
+#include <string.h>
+
+#define ADMIT_PY_FAST_PREFIX "_cffi_f_admit_py_fast_"
+#undef Py_BEGIN_ALLOW_THREADS
+#undef Py_END_ALLOW_THREADS
+#define Py_BEGIN_ALLOW_THREADS                                              \
+  {                                                                         \
+    PyThreadState* _save =                                                  \
+        strncmp(__func__, ADMIT_PY_FAST_PREFIX,                             \
+                sizeof(ADMIT_PY_FAST_PREFIX) - 1) == 0                      \
+            ? NULL                                                          \
+            : PyEval_SaveThread();
+#define Py_END_ALLOW_THREADS                                                \
+  if (_save != NULL) PyEval_RestoreThread(_save);                           \
+  }
+
+static int admit_py_fast_limiter_hit(admit_limiter_t* l, uint64_t cost) {
   admit_decision_t d;
   int rc = admit_limiter_try(l, cost, &d);
   return rc < 0 ? rc : d.allowed;
 }
 
-static int admit_py_keyed_hit(admit_keyed_t* k, uint32_t tier,
-                              const char* key, size_t keylen,
-                              uint64_t cost) {
+static int admit_py_fast_limiter_try(admit_limiter_t* l, uint64_t cost,
+                                     admit_decision_t* d) {
+  return admit_limiter_try(l, cost, d);
+}
+
+static int admit_py_fast_keyed_hit1(admit_keyed_t* k, const char* key,
+                                    size_t keylen) {
+  admit_decision_t d;
+  int rc = admit_keyed_try(k, 0, key, keylen, 1, &d);
+  return rc < 0 ? rc : d.allowed;
+}
+
+static int admit_py_fast_keyed_hit(admit_keyed_t* k, uint32_t tier,
+                                   const char* key, size_t keylen,
+                                   uint64_t cost) {
   admit_decision_t d;
   int rc = admit_keyed_try(k, tier, key, keylen, cost, &d);
   return rc < 0 ? rc : d.allowed;
 }
+
+static int admit_py_fast_keyed_try(admit_keyed_t* k, uint32_t tier,
+                                   const char* key, size_t keylen,
+                                   uint64_t cost, admit_decision_t* d) {
+  return admit_keyed_try(k, tier, key, keylen, cost, d);
+}
+
+static int admit_py_fast_semaphore_try(admit_semaphore_t* s) {
+  return admit_semaphore_try(s);
+}
 """
 
 EXTRA_CDEF = """
-int admit_py_limiter_hit(admit_limiter_t* l, uint64_t cost);
-int admit_py_keyed_hit(admit_keyed_t* k, uint32_t tier, const char* key,
-                       size_t keylen, uint64_t cost);
+int admit_py_fast_limiter_hit(admit_limiter_t* l, uint64_t cost);
+int admit_py_fast_limiter_try(admit_limiter_t* l, uint64_t cost,
+                              admit_decision_t* d);
+int admit_py_fast_keyed_hit1(admit_keyed_t* k, const char* key,
+                             size_t keylen);
+int admit_py_fast_keyed_hit(admit_keyed_t* k, uint32_t tier,
+                            const char* key, size_t keylen, uint64_t cost);
+int admit_py_fast_keyed_try(admit_keyed_t* k, uint32_t tier,
+                            const char* key, size_t keylen, uint64_t cost,
+                            admit_decision_t* d);
+int admit_py_fast_semaphore_try(admit_semaphore_t* s);
 extern "Python" uint64_t admit_py_now_ns(void* ud);
 extern "Python" void admit_py_sleep_ns(void* ud, uint64_t ns);
 """

@@ -35,7 +35,8 @@ def exported():
     out = subprocess.run(cmd, check=True, capture_output=True,
                          text=True).stdout
     return {f[2] for f in (l.split() for l in out.splitlines())
-            if len(f) == 3 and f[1] == "T" and f[2].startswith("admit_")}
+            if len(f) == 3 and f[1] == "T" and f[2].startswith("admit_")
+            and not f[2].startswith("admit__")}
 
 
 def declared():

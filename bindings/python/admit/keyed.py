@@ -147,7 +147,7 @@ class KeyedLimiter:
         k = key.encode() if type(key) is str else key_bytes(key)
         d = ffi.new("admit_decision_t*")
         try:
-            rc = lib.admit_keyed_try(self._p, t, k, len(k), cost, d)
+            rc = lib.admit_py_fast_keyed_try(self._p, t, k, len(k), cost, d)
         except (TypeError, OverflowError):
             positive_int(cost, "cost")
             raise
@@ -157,9 +157,18 @@ class KeyedLimiter:
 
     def hit(self, key: Key, cost: int = 1,
             tier: Union[None, str, int] = None,
-            _hit: Any = lib.admit_py_keyed_hit) -> bool:
+            _hit1: Any = lib.admit_py_fast_keyed_hit1,
+            _hit: Any = lib.admit_py_fast_keyed_hit) -> bool:
         """Like :meth:`try_acquire` but returns only whether it was allowed
         (the fast path: no Decision is built)."""
+        if cost == 1 and tier is None and type(key) is str:
+            k = key.encode()
+            rc = _hit1(self._p, k, len(k))
+            if rc > 0:
+                return True
+            if rc == 0:
+                return False
+            self._fail(key, cost, 0, rc)
         t = self._tiers.get(tier)
         if t is None:
             t = self._tier(tier)

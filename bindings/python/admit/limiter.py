@@ -126,7 +126,7 @@ class Limiter:
         """
         d = ffi.new("admit_decision_t*")
         try:
-            rc = lib.admit_limiter_try(self._p, cost, d)
+            rc = lib.admit_py_fast_limiter_try(self._p, cost, d)
         except (TypeError, OverflowError):
             positive_int(cost, "cost")
             raise
@@ -134,7 +134,7 @@ class Limiter:
             self._bad_cost(cost, rc)
         return Decision._from_c(d)
 
-    def hit(self, cost: int = 1, _hit: Any = lib.admit_py_limiter_hit) \
+    def hit(self, cost: int = 1, _hit: Any = lib.admit_py_fast_limiter_hit) \
             -> bool:
         """Like :meth:`try_acquire` but returns only whether it was allowed
         (the fast path: no Decision is built)."""

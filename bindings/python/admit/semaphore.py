@@ -114,7 +114,7 @@ class Semaphore:
 
     def try_acquire(self) -> bool:
         """Takes a permit if one is free and nobody is queued ahead."""
-        return check(lib.admit_semaphore_try(self._p)) == 1
+        return check(lib.admit_py_fast_semaphore_try(self._p)) == 1
 
     def release(self) -> None:
         """Returns a permit, handing it straight to the first waiter.
@@ -157,7 +157,7 @@ class Semaphore:
             nonneg_int(priority, "priority",
                        maximum=lib.ADMIT_PRIORITIES_MAX - 1)
         p = self._p
-        if lib.admit_semaphore_try(p) == 1:
+        if lib.admit_py_fast_semaphore_try(p) == 1:
             return
         if t == 0:
             raise QueueTimeout(_ETIMEDOUT, "no permit free (timeout 0)")
