@@ -54,6 +54,8 @@ static void* hammer_thread(void* arg) {
   hammer_t* h = w->h;
   while (!atomic_load(&h->go)) {
   }
+  static const unsigned strides[NTHREADS] = {1, 3, 7, 9, 11, 13, 17, 19};
+  unsigned stride = strides[w->id % NTHREADS];
   uint64_t n = 0;
   unsigned i = w->id % h->nkeys;
   while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
@@ -65,8 +67,9 @@ static void* hammer_thread(void* arg) {
     }
     if (d.allowed) atomic_fetch_add(&h->admitted[i], 1);
     n++;
-    /* Threads walk the keys at different strides so they meet on them. */
-    i = (i + 1 + w->id) % h->nkeys;
+    /* Threads walk the keys at different strides, each prime to the
+     * number of keys, so they meet on keys and each visits every key. */
+    i = (i + stride) % h->nkeys;
   }
   atomic_fetch_add(&h->calls, n);
   return NULL;
