@@ -200,7 +200,8 @@ typedef struct admit_decision_s {
   uint32_t limiting;       /**< Index of the rate that decided. */
   uint64_t limit;          /**< Units the deciding rate allows per burst. */
   uint64_t remaining;      /**< Units that could still be admitted now. */
-  uint64_t retry_after_ns; /**< 0 if allowed; else wait before it fits. */
+  uint64_t retry_after_ns; /**< 0 if allowed; else wait before it fits
+                              (UINT64_MAX: it never will). */
   uint64_t reset_after_ns; /**< Until the state is as fresh as a new one. */
 } admit_decision_t;
 

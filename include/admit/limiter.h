@@ -30,7 +30,8 @@ typedef enum admit_algo_e {
  *
  * A plain value: fill it by hand or with admit_quota_parse(). For the token
  * bucket, `burst[i]` is how many units rate i admits at once (0 means
- * `rates[i].count`); windows ignore it.
+ * `rates[i].count`) and a rate may be at most one unit per nanosecond;
+ * windows ignore `burst` and need counts of at most UINT32_MAX.
  */
 typedef struct admit_quota_s {
   admit_algo_t algo;                     /**< How the rates are enforced. */
@@ -80,9 +81,9 @@ ADMIT_EXTERN void admit_limiter_free(admit_limiter_t* l);
 /**
  * Decides whether @p cost units may proceed now, consuming them if so.
  *
- * Returns 0 and fills @p out (allowed or not), or a negative code:
- * ADMIT_EINVAL if @p cost is 0 or exceeds the burst/limit of any rate (it
- * could never succeed). A denial consumes nothing. Thread-safe.
+ * Returns 0 and fills @p out (required; allowed or not), or a negative
+ * code: ADMIT_EINVAL if @p cost is 0 or exceeds the burst/limit of any rate
+ * (it could never succeed). A denial consumes nothing. Thread-safe.
  */
 ADMIT_EXTERN int admit_limiter_try(admit_limiter_t* l, uint64_t cost,
                                    admit_decision_t* out);
@@ -145,7 +146,11 @@ ADMIT_EXTERN int admit_limiter_acquire(admit_limiter_t* l, uint64_t cost,
                                        uint64_t timeout_ns,
                                        admit_decision_t* out);
 
-/** Forgets all consumption, as if the limiter were new. Thread-safe. */
+/**
+ * Forgets all consumption, as if the limiter were new. Thread-safe.
+ *
+ * Reservations made before the reset are not refunded by a later cancel.
+ */
 ADMIT_EXTERN void admit_limiter_reset(admit_limiter_t* l);
 
 /** Copies the limiter's quota into @p out. Returns 0 or ADMIT_EINVAL. */
