@@ -102,9 +102,10 @@ ADMIT_EXTERN int admit_redis_new(admit_redis_t** out,
 /**
  * Closes the connection and stops the I/O thread. NULL is a no-op.
  *
- * Calls still in flight complete with ADMIT_ECLOSED. Free every limiter,
- * semaphore and loop binding of @p r first; no call may start during or
- * after this one.
+ * Calls still in flight (asynchronous ones included) complete with
+ * ADMIT_ECLOSED before it returns. Free the limiters and semaphores of
+ * @p r after it, or before it once none has a call in flight; no call may
+ * start during or after this one.
  */
 ADMIT_EXTERN void admit_redis_free(admit_redis_t* r);
 
@@ -190,7 +191,12 @@ ADMIT_EXTERN int admit_redis_limiter_new(
     admit_redis_limiter_t** out, admit_redis_t* r,
     const admit_redis_limiter_options_t* opts);
 
-/** Frees a limiter. NULL is a no-op; no call may be in progress. */
+/**
+ * Frees a limiter. NULL is a no-op.
+ *
+ * No call may be in progress, asynchronous ones included (their callbacks
+ * use the limiter); admit_redis_free() completes those first.
+ */
 ADMIT_EXTERN void admit_redis_limiter_free(admit_redis_limiter_t* l);
 
 /**

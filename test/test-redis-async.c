@@ -1,0 +1,265 @@
+/* The asynchronous forms: callbacks on the I/O thread (for bindings) and
+ * callbacks on a caller's libuv loop, which never blocks. */
+#include "test-redis.h"
+
+#include <pthread.h>
+#include <uv.h>
+
+static admit_redis_limiter_t* limiter(admit_redis_t* r, const char* spec,
+                                      admit_redis_policy_t policy,
+                                      const char* name) {
+  admit_quota_t q = tr_quota(ADMIT_TOKEN_BUCKET, spec);
+  admit_redis_limiter_options_t lo;
+  memset(&lo, 0, sizeof(lo));
+  lo.quota = &q;
+  lo.on_failure = policy;
+  lo.name = name;
+  admit_redis_limiter_t* l = NULL;
+  assert_int_equal(admit_redis_limiter_new(&l, r, &lo), 0);
+  return l;
+}
+
+typedef struct tally_s {
+  uv_thread_t loop_thread; /* the thread callbacks must run on */
+  int check_thread;
+  int calls;
+  int allowed;
+  int ok;
+  int local;
+  int unavailable;
+  int other;
+  int wrong_thread;
+  int max_in_flight;
+} tally_t;
+
+static void on_decision(void* ud, int status, const admit_decision_t* d) {
+  tally_t* t = ud;
+  if (t->check_thread) {
+    uv_thread_t self = uv_thread_self();
+    if (!uv_thread_equal(&self, &t->loop_thread)) t->wrong_thread++;
+  }
+  t->calls++;
+  if (status == ADMIT_REDIS_OK)
+    t->ok++;
+  else if (status == ADMIT_REDIS_LOCAL)
+    t->local++;
+  else if (status == ADMIT_EUNAVAILABLE)
+    t->unavailable++;
+  else
+    t->other++;
+  if (status >= 0 && d != NULL && d->allowed) t->allowed++;
+}
+
+/* 256 decisions in flight at once from one loop thread. */
+static void test_uv_many_in_flight(void** state) {
+  (void)state;
+  REDIS_OR_SKIP();
+  admit_redis_options_t o = tr_opts(test_redis_url(), "t-async");
+  o.command_timeout_ns = test_scale(1000, 5000) * (uint64_t)ADMIT_MILLISECOND;
+  admit_redis_t* r = NULL;
+  assert_int_equal(admit_redis_new(&r, &o), 0);
+  admit_redis_limiter_t* l =
+      limiter(r, "100/h", ADMIT_REDIS_FAIL_CLOSED, "uv");
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  admit_redis_loop_t* lp = NULL;
+  assert_int_equal(admit_redis_loop_new(&lp, &loop), 0);
+  tally_t t;
+  memset(&t, 0, sizeof(t));
+  t.loop_thread = uv_thread_self();
+  t.check_thread = 1;
+  for (int i = 0; i < 256; i++)
+    assert_int_equal(admit_redis_limiter_try_uv(l, lp, "k", 1, 1,
+                                                on_decision, &t),
+                     0);
+  /* Nothing ran inside the calls: callbacks come from the loop. */
+  assert_int_equal(t.calls, 0);
+  while (t.calls < 256) uv_run(&loop, UV_RUN_ONCE);
+  assert_int_equal(t.ok, 256);
+  assert_int_equal(t.allowed, 100);
+  assert_int_equal(t.wrong_thread, 0);
+  /* Bad arguments fail at once and never call back. */
+  assert_int_equal(admit_redis_limiter_try_uv(l, lp, "k", 1, 0, on_decision,
+                                              &t),
+                   ADMIT_EINVAL);
+  assert_int_equal(admit_redis_limiter_try_uv(l, NULL, "k", 1, 1,
+                                              on_decision, &t),
+                   ADMIT_EINVAL);
+  assert_int_equal(admit_redis_limiter_try_uv(l, lp, "k", 1, 1, NULL, &t),
+                   ADMIT_EINVAL);
+  admit_redis_loop_t* nolp = NULL;
+  assert_int_equal(admit_redis_loop_new(&nolp, NULL), ADMIT_EINVAL);
+  assert_null(nolp);
+
+  /* Closing with calls in flight: they still complete, then the binding
+   * goes away and the loop has nothing left. */
+  memset(&t, 0, sizeof(t));
+  for (int i = 0; i < 50; i++)
+    assert_int_equal(admit_redis_limiter_try_uv(l, lp, "k2", 2, 1,
+                                                on_decision, &t),
+                     0);
+  admit_redis_loop_close(lp);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(t.calls, 50);
+  assert_int_equal(t.allowed, 50);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  admit_redis_limiter_free(l);
+  admit_redis_free(r);
+  redisContext* c = tr_shared_raw();
+  tr_flush_prefix(c, "t-async");
+  redisFree(c);
+}
+
+/* The loop is never blocked: a timer keeps ticking while Redis is hung. */
+static void on_tick(uv_timer_t* h) { (*(int*)h->data)++; }
+
+static void test_uv_never_blocks_on_hung_server(void** state) {
+  (void)state;
+  tserver_t s;
+  if (tserver_start(&s, NULL) != 0) skip();
+  admit_redis_options_t o = tr_opts(s.url, "t-async");
+  o.command_timeout_ns = test_scale(300, 1500) * (uint64_t)ADMIT_MILLISECOND;
+  admit_redis_t* r = NULL;
+  assert_int_equal(admit_redis_new(&r, &o), 0);
+  admit_redis_limiter_t* l = limiter(r, "100/s", ADMIT_REDIS_FAIL_OPEN, "hung");
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  admit_redis_loop_t* lp = NULL;
+  assert_int_equal(admit_redis_loop_new(&lp, &loop), 0);
+  int ticks = 0;
+  uv_timer_t timer;
+  uv_timer_init(&loop, &timer);
+  timer.data = &ticks;
+  uv_timer_start(&timer, on_tick, 10, 10);
+  tserver_pause(&s);
+  tally_t t;
+  memset(&t, 0, sizeof(t));
+  for (int i = 0; i < 20; i++)
+    assert_int_equal(admit_redis_limiter_try_uv(l, lp, "k", 1, 1,
+                                                on_decision, &t),
+                     0);
+  while (t.calls < 20) uv_run(&loop, UV_RUN_ONCE);
+  /* Failed open after the timeout, while the timer kept running. */
+  assert_int_equal(t.local, 20);
+  assert_int_equal(t.allowed, 20);
+  assert_true(ticks >= 5);
+  /* With the breaker open, answers come without touching Redis, still on
+   * the loop. */
+  memset(&t, 0, sizeof(t));
+  for (int i = 0; i < 10; i++)
+    assert_int_equal(admit_redis_limiter_try_uv(l, lp, "k", 1, 1,
+                                                on_decision, &t),
+                     0);
+  while (t.calls < 10) uv_run(&loop, UV_RUN_ONCE);
+  assert_int_equal(t.local, 10);
+  tserver_resume(&s);
+  uv_close((uv_handle_t*)&timer, NULL);
+  admit_redis_loop_close(lp);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  admit_redis_limiter_free(l);
+  admit_redis_free(r);
+  tserver_stop(&s);
+}
+
+/* Callbacks on the I/O thread, from many threads (the bindings' form). */
+typedef struct cbwait_s {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  tally_t t;
+} cbwait_t;
+
+static void on_cb(void* ud, int status, const admit_decision_t* d) {
+  cbwait_t* w = ud;
+  pthread_mutex_lock(&w->mu);
+  on_decision(&w->t, status, d);
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+typedef struct cbthread_s {
+  admit_redis_limiter_t* l;
+  cbwait_t* w;
+  int n;
+} cbthread_t;
+
+static void* cb_submitter(void* arg) {
+  cbthread_t* ct = arg;
+  for (int i = 0; i < ct->n; i++)
+    if (admit_redis_limiter_try_cb(ct->l, "cb", 2, 1, on_cb, ct->w) != 0)
+      abort();
+  return NULL;
+}
+
+static void test_cb_from_threads(void** state) {
+  (void)state;
+  REDIS_OR_SKIP();
+  admit_redis_options_t o = tr_opts(test_redis_url(), "t-async");
+  o.command_timeout_ns = test_scale(1000, 5000) * (uint64_t)ADMIT_MILLISECOND;
+  admit_redis_t* r = NULL;
+  assert_int_equal(admit_redis_new(&r, &o), 0);
+  admit_redis_limiter_t* l =
+      limiter(r, "500/h", ADMIT_REDIS_FAIL_CLOSED, "cb");
+  cbwait_t w;
+  memset(&w, 0, sizeof(w));
+  pthread_mutex_init(&w.mu, NULL);
+  pthread_cond_init(&w.cv, NULL);
+  int per = (int)test_scale(200, 50);
+  cbthread_t ct = {l, &w, per};
+  pthread_t th[4];
+  for (int i = 0; i < 4; i++) pthread_create(&th[i], NULL, cb_submitter, &ct);
+  for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+  pthread_mutex_lock(&w.mu);
+  while (w.t.calls < 4 * per) pthread_cond_wait(&w.cv, &w.mu);
+  pthread_mutex_unlock(&w.mu);
+  assert_int_equal(w.t.ok, 4 * per);
+  assert_int_equal(w.t.allowed, 4 * per < 500 ? 4 * per : 500);
+  assert_int_equal(admit_redis_limiter_try_cb(l, "cb", 2, 501, on_cb, &w),
+                   ADMIT_EINVAL);
+  admit_redis_limiter_free(l);
+  admit_redis_free(r);
+  pthread_mutex_destroy(&w.mu);
+  pthread_cond_destroy(&w.cv);
+  redisContext* c = tr_shared_raw();
+  tr_flush_prefix(c, "t-async");
+  redisFree(c);
+}
+
+/* Freeing the connection completes whatever is still queued. */
+static void test_free_completes_pending(void** state) {
+  (void)state;
+  tserver_t s;
+  if (tserver_start(&s, NULL) != 0) skip();
+  admit_redis_options_t o = tr_opts(s.url, "t-async");
+  o.command_timeout_ns = 5 * (uint64_t)ADMIT_SECOND;
+  admit_redis_t* r = NULL;
+  assert_int_equal(admit_redis_new(&r, &o), 0);
+  admit_redis_limiter_t* l =
+      limiter(r, "100/s", ADMIT_REDIS_FAIL_CLOSED, "fr");
+  cbwait_t w;
+  memset(&w, 0, sizeof(w));
+  pthread_mutex_init(&w.mu, NULL);
+  pthread_cond_init(&w.cv, NULL);
+  tserver_pause(&s);
+  for (int i = 0; i < 10; i++)
+    assert_int_equal(admit_redis_limiter_try_cb(l, "k", 1, 1, on_cb, &w), 0);
+  tr_sleep_ms(50);
+  admit_redis_free(r);
+  /* Every callback ran, with ADMIT_ECLOSED, before free returned. */
+  assert_int_equal(w.t.calls, 10);
+  assert_int_equal(w.t.other, 10);
+  admit_redis_limiter_free(l);
+  tserver_stop(&s);
+  pthread_mutex_destroy(&w.mu);
+  pthread_cond_destroy(&w.cv);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_uv_many_in_flight),
+      cmocka_unit_test(test_uv_never_blocks_on_hung_server),
+      cmocka_unit_test(test_cb_from_threads),
+      cmocka_unit_test(test_free_completes_pending),
+  };
+  return cmocka_run_group_tests(tests, tr_group_setup, NULL);
+}
