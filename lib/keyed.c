@@ -16,12 +16,18 @@
  *             two per rate for windows; as many as the largest tier needs
  *
  * so a single-rate token bucket costs 32 bytes a slot. A shard grows by a
- * quarter when it would pass 80% full, which keeps it at least 64% full.
+ * quarter when it would pass 80% full (so growth leaves it 64% full), and
+ * shrinks to two thirds full when deletions leave it under 40%.
  *
  * The number of keys is bounded by one atomic counter shared by all
- * shards. A new key that finds it at max_keys scans a bounded stretch of
- * its own shard for keys whose state is fresh (equal to a never-seen one:
- * dropping them changes no decision) and drops every one it finds there.
+ * shards. A new key that finds it at max_keys examines the next 32 keys of
+ * its own shard (from a cursor that goes round) and drops each whose state
+ * is fresh (equal to a never-seen one: dropping it changes no decision);
+ * if that made no room, it does the same in up to three neighbouring
+ * shards whose locks are free, and otherwise fails with ADMIT_EFULL.
+ *
+ * A call hashes the key and prefetches its home slot before it reads the
+ * clock, so that the likely cache miss of a large table overlaps the read.
  *
  * Time: each shard keeps the latest clock reading it has used, and a call
  * that read the clock a little earlier than another thread (before taking
