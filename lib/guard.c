@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -65,7 +66,8 @@ enum {
   C_REJ_SEM,
   C_QUEUE_TIMEOUT,
   C_ERRORS,
-  C_CANCELLED,
+  C_CANCEL_WAIT, /* cancelled while waiting */
+  C_CANCEL_CALL, /* left with CANCELLED */
   C_SUCCEEDED,
   C_FAILED,
   C_CALL_TIMEOUT,
@@ -76,20 +78,59 @@ enum {
   C_COUNT
 };
 
-/* Window counters. */
-enum { W_CALLS, W_RETRIES, W_LEFT, W_ERRORS };
+/* Window counters, derived from the totals. */
+enum { W_CALLS, W_RETRIES, W_LEFT, W_ERRORS, W_COUNT };
 
-struct admit_guard_s {
-  /* Hot gauges and counters first. */
-  _Atomic uint64_t in_flight;
-  _Atomic uint64_t waiting;
-  _Atomic uint64_t pause_until;
-  _Atomic uint64_t ops; /* outstanding asynchronous global replies */
-  _Atomic uint64_t debt; /* refunds owed by replies of cancelled attempts */
+/*
+ * Counters and histograms are sharded: each thread adds to the shard of
+ * its own index, so threads calling one guard do not fight over cache
+ * lines, and readers sum the shards. Up to GUARD_SHARDS live threads each
+ * own a shard index (taken at a thread's first use of any guard, given
+ * back when it exits) and bump their counters with a plain atomic load and
+ * store; threads beyond that share indexes round-robin and use atomic
+ * read-modify-writes. The gauges (waiting, in flight) are differences of
+ * counters, which costs nothing per call.
+ */
+#define GUARD_SHARDS 16
+
+typedef struct shard_s {
   _Atomic uint64_t c[C_COUNT];
   admit__histo_t queue_wait;
   admit__histo_t call_time;
-  admit__window_t window;
+} shard_t;
+
+/* A shard padded to whole cache lines. */
+typedef union shard_slot_u {
+  shard_t s;
+  char pad[(sizeof(shard_t) + 63) / 64 * 64];
+} shard_slot_t;
+
+/*
+ * The sliding window (retry budget, recent error rate) costs nothing per
+ * call either: at the first call of each bucket (a tenth of the window)
+ * one thread stores a snapshot of the totals, and a window's counts are
+ * the totals now minus the oldest snapshot inside the window. Every event
+ * is preceded by its bucket's snapshot, so this is exact except for events
+ * that race the snapshot itself.
+ */
+#define WINDOW_BUCKETS 10
+#define WINDOW_RING (WINDOW_BUCKETS + 1)
+
+typedef struct wsnap_s {
+  _Atomic uint64_t slot1; /* bucket index + 1; 0 = empty */
+  _Atomic uint64_t v[W_COUNT];
+} wsnap_t;
+
+struct admit_guard_s {
+  /* Read on every call, written rarely. */
+  _Atomic uint64_t pause_until;
+  _Atomic uint64_t next_edge; /* when the next window snapshot is due */
+  _Atomic uint64_t debt; /* refunds owed by replies of cancelled attempts */
+  _Atomic uint64_t ops; /* outstanding asynchronous global replies */
+  shard_slot_t* shards;
+  void* shards_mem;
+  uint64_t bucket_ns;
+  wsnap_t ring[WINDOW_RING];
   admit__clock_t clock;
   admit_breaker_t* breaker;
   admit_limiter_t* local;
@@ -137,8 +178,141 @@ const char* admit_guard_stage_name(int stage) {
   return stage_names[stage];
 }
 
+static pthread_once_t shard_once = PTHREAD_ONCE_INIT;
+static pthread_key_t shard_key;
+static _Atomic uint32_t shard_owned; /* bit i: index i has an owner */
+static _Atomic unsigned shard_rr;
+/* initial-exec: a plain %fs-relative load, not a __tls_get_addr call, on
+ * every counter bump (8 bytes of static TLS, fine for dlopen too). */
+#define GUARD_TLS _Thread_local __attribute__((tls_model("initial-exec")))
+static GUARD_TLS int my_shard = -1;
+static GUARD_TLS bool my_exclusive;
+
+static void shard_release(void* v) {
+  unsigned i = (unsigned)(uintptr_t)v - 1;
+  atomic_fetch_and_explicit(&shard_owned, ~(1u << i), memory_order_release);
+}
+
+static void shard_key_init(void) {
+  if (pthread_key_create(&shard_key, shard_release) != 0)
+    atomic_store(&shard_owned, UINT32_MAX); /* no owners then: all shared */
+}
+
+static void shard_pick(void) {
+  pthread_once(&shard_once, shard_key_init);
+  const uint32_t all = (1u << GUARD_SHARDS) - 1;
+  uint32_t owned = atomic_load_explicit(&shard_owned, memory_order_acquire);
+  while ((owned & all) != all) {
+    int i = __builtin_ctz(~owned);
+    if (atomic_compare_exchange_weak_explicit(&shard_owned, &owned,
+                                              owned | (1u << i),
+                                              memory_order_acq_rel,
+                                              memory_order_acquire)) {
+      if (pthread_setspecific(shard_key, (void*)(uintptr_t)(i + 1)) != 0) {
+        atomic_fetch_and(&shard_owned, ~(1u << i));
+        break;
+      }
+      my_shard = i;
+      my_exclusive = true;
+      return;
+    }
+  }
+  my_shard = (int)(atomic_fetch_add_explicit(&shard_rr, 1,
+                                             memory_order_relaxed) %
+                   GUARD_SHARDS);
+  my_exclusive = false;
+}
+
+static inline shard_t* shard(admit_guard_t* g) {
+  if (my_shard < 0) shard_pick();
+  return &g->shards[my_shard].s;
+}
+
+/* Adds to a counter of this thread's shard. */
+static inline void bump(_Atomic uint64_t* c, uint64_t n) {
+  if (my_exclusive)
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+  else
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
 static inline void count(admit_guard_t* g, int i) {
-  atomic_fetch_add_explicit(&g->c[i], 1, memory_order_relaxed);
+  bump(&shard(g)->c[i], 1);
+}
+
+/* Observes a latency into this thread's shard of a histogram. */
+static inline void observe(admit__histo_t* h, uint64_t ns) {
+  bump(&h->bucket[admit__histo_bucket(ns)], 1);
+  bump(&h->sum_ns, ns);
+}
+
+static void totals(admit_guard_t* g, uint64_t c[C_COUNT]) {
+  memset(c, 0, sizeof(uint64_t) * C_COUNT);
+  for (int k = 0; k < GUARD_SHARDS; k++)
+    for (int i = 0; i < C_COUNT; i++)
+      c[i] += atomic_load_explicit(&g->shards[k].s.c[i], memory_order_relaxed);
+}
+
+static void window_of(const uint64_t c[C_COUNT], uint64_t w[W_COUNT]) {
+  w[W_CALLS] = admit__sat_sub(c[C_STARTED], c[C_RETRIES]);
+  w[W_RETRIES] = c[C_RETRIES];
+  w[W_LEFT] = c[C_SUCCEEDED] + c[C_FAILED] + c[C_CALL_TIMEOUT] +
+              c[C_VENDOR_LIMITED] + c[C_CANCEL_CALL];
+  w[W_ERRORS] = c[C_FAILED] + c[C_CALL_TIMEOUT];
+}
+
+static void tick_slow(admit_guard_t* g, uint64_t now) {
+  uint64_t edge = atomic_load_explicit(&g->next_edge, memory_order_acquire);
+  uint64_t slot = now / g->bucket_ns;
+  uint64_t next = admit__sat_mul(slot + 1, g->bucket_ns);
+  if (now < edge ||
+      !atomic_compare_exchange_strong_explicit(&g->next_edge, &edge, next,
+                                               memory_order_acq_rel,
+                                               memory_order_acquire))
+    return;
+  uint64_t c[C_COUNT], w[W_COUNT];
+  totals(g, c);
+  window_of(c, w);
+  wsnap_t* e = &g->ring[slot % WINDOW_RING];
+  atomic_store_explicit(&e->slot1, 0, memory_order_release);
+  for (int i = 0; i < W_COUNT; i++)
+    atomic_store_explicit(&e->v[i], w[i], memory_order_relaxed);
+  atomic_store_explicit(&e->slot1, slot + 1, memory_order_release);
+}
+
+/* Takes the bucket's snapshot at its first event. */
+static inline void tick(admit_guard_t* g, uint64_t now) {
+  if (now >= atomic_load_explicit(&g->next_edge, memory_order_relaxed))
+    tick_slow(g, now);
+}
+
+/* The window's counts at @p now. */
+static void window_sum(admit_guard_t* g, uint64_t now, uint64_t w[W_COUNT]) {
+  tick(g, now);
+  uint64_t c[C_COUNT];
+  totals(g, c);
+  window_of(c, w);
+  uint64_t slot = now / g->bucket_ns;
+  uint64_t first = slot + 1 > WINDOW_BUCKETS ? slot + 1 - WINDOW_BUCKETS : 0;
+  const wsnap_t* base = NULL;
+  uint64_t base_slot = UINT64_MAX;
+  for (int i = 0; i < WINDOW_RING; i++) {
+    uint64_t s1 = atomic_load_explicit(&g->ring[i].slot1, memory_order_acquire);
+    if (s1 == 0 || s1 - 1 < first || s1 - 1 > slot) continue;
+    if (s1 - 1 < base_slot) {
+      base_slot = s1 - 1;
+      base = &g->ring[i];
+    }
+  }
+  if (base == NULL) {
+    /* Nothing since before the window (a racing snapshot): all old. */
+    memset(w, 0, sizeof(uint64_t) * W_COUNT);
+    return;
+  }
+  for (int i = 0; i < W_COUNT; i++)
+    w[i] = admit__sat_sub(
+        w[i], atomic_load_explicit(&base->v[i], memory_order_relaxed));
 }
 
 static inline uint64_t now_of(admit_guard_t* g) {
@@ -210,6 +384,12 @@ int admit_guard_new(admit_guard_t** out, const admit_guard_options_t* opts) {
   if (o.name != NULL && strlen(o.name) > GUARD_NAME_MAX) return ADMIT_EINVAL;
   admit_guard_t* g = admit__calloc(1, sizeof(*g));
   if (g == NULL) return ADMIT_ENOMEM;
+  g->shards_mem = admit__calloc(1, sizeof(shard_slot_t) * GUARD_SHARDS + 64);
+  if (g->shards_mem == NULL) {
+    admit__free(g);
+    return ADMIT_ENOMEM;
+  }
+  g->shards = (shard_slot_t*)(((uintptr_t)g->shards_mem + 63) & ~(uintptr_t)63);
   admit__clock_init(&g->clock, o.clock);
   snprintf(g->name, sizeof(g->name), "%s", o.name ? o.name : "default");
   g->breaker = o.breaker;
@@ -244,8 +424,8 @@ int admit_guard_new(admit_guard_t** out, const admit_guard_options_t* opts) {
   g->retry_ratio = o.retry_ratio > 0 ? o.retry_ratio : 0.2;
   g->retry_min = o.retry_min ? o.retry_min : 10;
   g->low_water = o.quota_low_water;
-  admit__window_init(&g->window,
-                     o.window_ns ? o.window_ns : 10ull * ADMIT_SECOND);
+  uint64_t window = o.window_ns ? o.window_ns : 10ull * ADMIT_SECOND;
+  g->bucket_ns = window / WINDOW_BUCKETS ? window / WINDOW_BUCKETS : 1;
   *out = g;
   return 0;
 }
@@ -257,6 +437,7 @@ void admit_guard_free(admit_guard_t* g) {
   while (atomic_load_explicit(&g->ops, memory_order_acquire) != 0)
     admit_sleep_ns(ADMIT_MILLISECOND);
   pay_debt(g);
+  admit__free(g->shards_mem);
   admit__free(g);
 }
 
@@ -368,8 +549,7 @@ static int refuse(admit_guard_permit_t* p, int rc, int counter,
   release_all(p);
   p->error = rc;
   p->retry_after_ns = retry_after;
-  if (counter >= 0) count(g, counter);
-  atomic_fetch_sub_explicit(&g->waiting, 1, memory_order_relaxed);
+  count(g, counter);
   __atomic_store_n(&p->state_, ST_DONE, __ATOMIC_RELEASE);
   return rc;
 }
@@ -395,10 +575,9 @@ static int admitted(admit_guard_permit_t* p, uint64_t now) {
   p->call_timeout_ns = g->call_timeout;
   p->call_deadline_ns = admit__sat_add(now, g->call_timeout);
   p->stage = ADMIT_GUARD_STAGE_CALL;
-  count(g, C_ADMITTED);
-  atomic_fetch_sub_explicit(&g->waiting, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&g->in_flight, 1, memory_order_relaxed);
-  admit__histo_observe(&g->queue_wait, admit__sat_sub(now, p->started_ns_));
+  shard_t* sh = shard(g);
+  bump(&sh->c[C_ADMITTED], 1);
+  observe(&sh->queue_wait, admit__sat_sub(now, p->started_ns_));
   __atomic_store_n(&p->state_, ST_READY, __ATOMIC_RELEASE);
   return ADMIT_GUARD_READY;
 }
@@ -620,9 +799,8 @@ int admit_guard_start(admit_guard_t* g, admit_guard_permit_t* p,
   pay_debt(g);
   uint64_t now = now_of(g);
   permit_init(g, p, now, queue_timeout_ns, notify, ud);
+  tick(g, now);
   count(g, C_STARTED);
-  atomic_fetch_add_explicit(&g->waiting, 1, memory_order_relaxed);
-  admit__window_add(&g->window, now, W_CALLS, 1);
   return 0;
 }
 
@@ -660,9 +838,8 @@ int admit_guard_enter(admit_guard_t* g, admit_guard_permit_t* p,
   pay_debt(g);
   uint64_t now = now_of(g);
   permit_init(g, p, now, queue_timeout_ns, NULL, NULL);
+  tick(g, now);
   count(g, C_STARTED);
-  atomic_fetch_add_explicit(&g->waiting, 1, memory_order_relaxed);
-  admit__window_add(&g->window, now, W_CALLS, 1);
   return wait_from(p, now);
 }
 
@@ -682,16 +859,14 @@ int admit_guard_leave(admit_guard_permit_t* p, int outcome) {
   p->held_ = 0;
   p->stage = ADMIT_GUARD_STAGE_DONE;
   static const int counters[] = {C_SUCCEEDED, C_FAILED, C_CALL_TIMEOUT,
-                                 C_VENDOR_LIMITED, C_CANCELLED};
+                                 C_VENDOR_LIMITED, C_CANCEL_CALL};
   static const int errors[] = {0, ADMIT_ECALL, ADMIT_ETIMEDOUT,
                                ADMIT_ELIMITED, ADMIT_ECANCELED};
   p->error = errors[outcome];
-  count(g, counters[outcome]);
-  admit__histo_observe(&g->call_time, took);
-  admit__window_add(&g->window, now, W_LEFT, 1);
-  if (outcome == ADMIT_OUTCOME_FAILURE || outcome == ADMIT_OUTCOME_TIMEOUT)
-    admit__window_add(&g->window, now, W_ERRORS, 1);
-  atomic_fetch_sub_explicit(&g->in_flight, 1, memory_order_relaxed);
+  tick(g, now);
+  shard_t* sh = shard(g);
+  bump(&sh->c[counters[outcome]], 1);
+  observe(&sh->call_time, took);
   pay_debt(g);
   return 0;
 }
@@ -705,7 +880,7 @@ int admit_guard_cancel(admit_guard_permit_t* p) {
     return 0;
   }
   if (st != ST_WAITING) return ADMIT_EINVAL;
-  refuse(p, ADMIT_ECANCELED, C_CANCELLED, 0);
+  refuse(p, ADMIT_ECANCELED, C_CANCEL_WAIT, 0);
   return 0;
 }
 
@@ -725,15 +900,14 @@ int admit_guard_retry(admit_guard_permit_t* p, uint64_t queue_timeout_ns,
   admit_guard_t* g = p->guard_;
   if (p->attempt + 1 >= g->max_attempts) return 0;
   uint64_t now = now_of(g);
-  uint64_t w[ADMIT__WINDOW_COUNTERS];
-  admit__window_sum(&g->window, now, w);
+  uint64_t w[W_COUNT];
+  window_sum(g, now, w);
   double allowed = (double)g->retry_min + g->retry_ratio * (double)w[W_CALLS];
   if ((double)(w[W_RETRIES] + 1) > allowed) {
     count(g, C_RETRIES_DENIED);
     p->error = ADMIT_ELIMITED;
     return 0;
   }
-  admit__window_add(&g->window, now, W_RETRIES, 1);
   count(g, C_RETRIES);
   uint32_t attempt = p->attempt + 1;
   uint64_t delay = backoff(g, p->attempt);
@@ -743,7 +917,6 @@ int admit_guard_retry(admit_guard_permit_t* p, uint64_t queue_timeout_ns,
   p->not_before_ns_ = begin;
   p->stage = ADMIT_GUARD_STAGE_BACKOFF;
   count(g, C_STARTED);
-  atomic_fetch_add_explicit(&g->waiting, 1, memory_order_relaxed);
   if (delay_ns != NULL) *delay_ns = delay;
   return 1;
 }
@@ -801,12 +974,27 @@ int admit_guard_call(admit_guard_t* g, uint64_t queue_timeout_ns,
   }
 }
 
+static void histo_sum(admit_guard_t* g, size_t off, admit_histogram_t* out) {
+  memset(out, 0, sizeof(*out));
+  for (int k = 0; k < GUARD_SHARDS; k++) {
+    admit_histogram_t h;
+    admit__histo_read((admit__histo_t*)((char*)&g->shards[k].s + off), &h);
+    out->count += h.count;
+    out->sum_ns += h.sum_ns;
+    for (int i = 0; i < ADMIT_HISTOGRAM_BUCKETS; i++) out->le[i] += h.le[i];
+  }
+}
+
 int admit_guard_metrics(admit_guard_t* g, admit_guard_metrics_t* out) {
   if (g == NULL || out == NULL) return ADMIT_EINVAL;
   memset(out, 0, sizeof(*out));
+  uint64_t now = now_of(g);
+  uint64_t w[W_COUNT];
+  window_sum(g, now, w);
+  out->recent_calls = w[W_LEFT];
+  out->recent_errors = w[W_ERRORS];
   uint64_t c[C_COUNT];
-  for (int i = 0; i < C_COUNT; i++)
-    c[i] = atomic_load_explicit(&g->c[i], memory_order_relaxed);
+  totals(g, c);
   out->started = c[C_STARTED];
   out->admitted = c[C_ADMITTED];
   out->rejected_breaker = c[C_REJ_BREAKER];
@@ -816,7 +1004,7 @@ int admit_guard_metrics(admit_guard_t* g, admit_guard_metrics_t* out) {
   out->rejected_semaphore = c[C_REJ_SEM];
   out->queue_timeouts = c[C_QUEUE_TIMEOUT];
   out->errors = c[C_ERRORS];
-  out->cancelled = c[C_CANCELLED];
+  out->cancelled = c[C_CANCEL_WAIT] + c[C_CANCEL_CALL];
   out->succeeded = c[C_SUCCEEDED];
   out->failed = c[C_FAILED];
   out->call_timeouts = c[C_CALL_TIMEOUT];
@@ -824,6 +1012,15 @@ int admit_guard_metrics(admit_guard_t* g, admit_guard_metrics_t* out) {
   out->retries = c[C_RETRIES];
   out->retries_denied = c[C_RETRIES_DENIED];
   out->pauses = c[C_PAUSES];
+  /* The gauges are differences of counters (read a moment apart from each
+   * other, hence saturating). */
+  uint64_t left = c[C_SUCCEEDED] + c[C_FAILED] + c[C_CALL_TIMEOUT] +
+                  c[C_VENDOR_LIMITED] + c[C_CANCEL_CALL];
+  uint64_t refused = c[C_REJ_BREAKER] + c[C_REJ_PAUSE] + c[C_REJ_LOCAL] +
+                     c[C_REJ_GLOBAL] + c[C_REJ_SEM] + c[C_QUEUE_TIMEOUT] +
+                     c[C_ERRORS] + c[C_CANCEL_WAIT];
+  out->in_flight = admit__sat_sub(c[C_ADMITTED], left);
+  out->waiting = admit__sat_sub(c[C_STARTED], c[C_ADMITTED] + refused);
   out->breaker_state = -1;
   if (g->breaker != NULL) {
     admit_breaker_stats_t bs;
@@ -834,7 +1031,6 @@ int admit_guard_metrics(admit_guard_t* g, admit_guard_metrics_t* out) {
       out->breaker_closed = bs.closed;
     }
   }
-  out->in_flight = atomic_load_explicit(&g->in_flight, memory_order_relaxed);
   if (g->sem != NULL) {
     admit_semaphore_stats_t ss;
     if (admit_semaphore_stats(g->sem, &ss) == 0) {
@@ -842,21 +1038,15 @@ int admit_guard_metrics(admit_guard_t* g, admit_guard_metrics_t* out) {
       out->capacity_in_use = ss.in_use;
     }
   }
-  out->waiting = atomic_load_explicit(&g->waiting, memory_order_relaxed);
-  uint64_t now = now_of(g);
   out->paused_for_ns = admit__sat_sub(
       atomic_load_explicit(&g->pause_until, memory_order_relaxed), now);
-  uint64_t w[ADMIT__WINDOW_COUNTERS];
-  admit__window_sum(&g->window, now, w);
-  out->recent_calls = w[W_LEFT];
-  out->recent_errors = w[W_ERRORS];
   out->global_degraded = -1;
   if (g->redis != NULL) {
     admit_redis_limiter_stats_t rs;
     if (admit_redis_limiter_stats(g->redis, &rs) == 0)
       out->global_degraded = rs.degraded ? 1 : 0;
   }
-  admit__histo_read(&g->queue_wait, &out->queue_wait);
-  admit__histo_read(&g->call_time, &out->call_time);
+  histo_sum(g, offsetof(shard_t, queue_wait), &out->queue_wait);
+  histo_sum(g, offsetof(shard_t, call_time), &out->call_time);
   return 0;
 }

@@ -23,9 +23,14 @@ uint64_t admit_histogram_bound_ns(unsigned i) {
   return i < ADMIT_HISTOGRAM_BUCKETS - 1 ? bounds_ns[i] : UINT64_MAX;
 }
 
-void admit__histo_observe(admit__histo_t* h, uint64_t ns) {
+unsigned admit__histo_bucket(uint64_t ns) {
   unsigned i = 0;
   while (i < ADMIT_HISTOGRAM_BUCKETS - 1 && ns > bounds_ns[i]) i++;
+  return i;
+}
+
+void admit__histo_observe(admit__histo_t* h, uint64_t ns) {
+  unsigned i = admit__histo_bucket(ns);
   atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&h->sum_ns, ns, memory_order_relaxed);
 }

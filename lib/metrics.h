@@ -13,6 +13,8 @@ typedef struct admit__histo_s {
 } admit__histo_t;
 
 void admit__histo_observe(admit__histo_t* h, uint64_t ns);
+/* The bucket @p ns falls in. */
+unsigned admit__histo_bucket(uint64_t ns);
 /* A snapshot, cumulative; count is the sum of the buckets read. */
 void admit__histo_read(admit__histo_t* h, admit_histogram_t* out);
 
