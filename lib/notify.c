@@ -107,6 +107,8 @@ static void clear(admit_notify_t* n) {
 int admit_notify_post(admit_notify_node_t* node, int status) {
   if (node == NULL || node->notify == NULL) return ADMIT_EINVAL;
   admit_notify_t* n = node->notify;
+  /* Already queued and not yet drained: this post coalesces with it. */
+  if (__atomic_exchange_n(&node->queued_, 1, __ATOMIC_ACQ_REL) != 0) return 0;
   node->status = status;
   admit_notify_node_t* old = atomic_load_explicit(&n->head,
                                                   memory_order_relaxed);
@@ -147,6 +149,8 @@ int admit_notify_drain(admit_notify_t* n, admit_completion_t* out,
     out[k].id = node->id;
     out[k].value = node->value;
     out[k].status = node->status;
+    /* From here the node may be posted again (or freed by its owner). */
+    __atomic_exchange_n(&node->queued_, 0, __ATOMIC_ACQ_REL);
     k++;
   }
   return (int)k;

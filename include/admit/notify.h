@@ -29,10 +29,13 @@ typedef struct admit_notify_s admit_notify_t;
 /**
  * One pending completion, owned by the waiter that queued it.
  *
- * Fill @c notify and @c id, then pass the node as the `ud` of an
+ * Zero it, fill @c notify and @c id, then pass the node as the `ud` of an
  * asynchronous call (for example with admit_notify_semaphore_cb()). The
- * node must stay valid until admit_notify_drain() has returned its id; the
- * other fields are written by the queue.
+ * node must stay valid until admit_notify_drain() has returned its id and
+ * no further post can come; the other fields are written by the queue. A
+ * node posted again before it was drained is delivered once: posts
+ * coalesce (the first status is kept), so a "step again" signal that fires
+ * twice in a row cannot corrupt the queue.
  */
 typedef struct admit_notify_node_s {
   struct admit_notify_node_s* next; /**< Internal: queue link. */
@@ -40,6 +43,7 @@ typedef struct admit_notify_node_s {
   uint64_t id;                      /**< Caller's identifier for the wait. */
   uint64_t value;                   /**< Payload, e.g. a semaphore ticket. */
   int status;                       /**< Result of the wait. */
+  int queued_;                      /**< Internal: posted, not drained. */
 } admit_notify_node_t;
 
 /** One drained completion: the node's id, value and status. */

@@ -1,0 +1,209 @@
+#!/usr/bin/python3
+"""admit's Python binding side by side with the ``limits`` library (Debian's
+python3-limits 2.8), same scenarios, same run.
+
+1. in-process fixed window: KeyedLimiter(fixed_window).hit vs limits
+   FixedWindowRateLimiter over MemoryStorage;
+2. in-process sliding window: KeyedLimiter(sliding_window).hit vs limits
+   MovingWindowRateLimiter over MemoryStorage;
+3. Redis, one caller: RedisLimiter.try_acquire vs limits
+   FixedWindowRateLimiter over RedisStorage;
+4. Redis from asyncio, 100 concurrent tasks on one limiter:
+   RedisLimiter.try_acquire_async vs limits RedisStorage (limits.aio needs
+   coredis, which Debian lacks, so it runs in the default thread pool, and
+   called directly from the tasks, blocking the loop; the better counts).
+
+Every scenario uses 1000 keys and the limit "100/minute", so both sides
+mix admissions and denials alike. Each figure is the best of a few timed
+rounds. Run under test/run-redis.sh (ADMIT_TEST_REDIS_URL) for the Redis
+rows; they are skipped without it. ``--quick`` shortens every round.
+"""
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "bindings", "python"))
+
+import admit  # noqa: E402
+
+try:
+    import limits
+    from limits.storage import MemoryStorage
+    from limits.strategies import (FixedWindowRateLimiter,
+                                   MovingWindowRateLimiter)
+except ImportError:  # pragma: no cover
+    limits = None
+
+QUICK = "--quick" in sys.argv
+ROUND_S = 0.25 if QUICK else 1.0
+ROUNDS = 2 if QUICK else 3
+NKEYS = 1000
+LIMIT = "100/minute"
+KEYS = ["user%d" % i for i in range(NKEYS)]
+
+rows = []
+
+
+def timed(loop_fn, n0=20000):
+    """Best ops/s over ROUNDS rounds of about ROUND_S seconds each."""
+    n = n0
+    while True:                       # size a round
+        t = time.perf_counter()
+        loop_fn(n)
+        dt = time.perf_counter() - t
+        if dt > ROUND_S / 4:
+            break
+        n *= 4
+    n = max(1, int(n * ROUND_S / dt))
+    best = 0.0
+    for _ in range(ROUNDS):
+        t = time.perf_counter()
+        loop_fn(n)
+        best = max(best, n / (time.perf_counter() - t))
+    return best
+
+
+def row(name, ours, theirs, target):
+    ratio = ours / theirs if theirs else float("nan")
+    rows.append((name, ours, theirs, ratio, target))
+    print("%-40s admit %11.0f/s   limits %10.0f/s   %6.2fx  (target "
+          ">= %gx)%s" % (name, ours, theirs, ratio, target,
+                         "" if ratio >= target else "  BELOW TARGET"))
+    sys.stdout.flush()
+
+
+# -- in process --------------------------------------------------------------
+
+def in_process():
+    item = limits.parse(LIMIT)
+    for algo, strategy, name in (
+            ("fixed_window", FixedWindowRateLimiter, "in-process fixed window"),
+            ("sliding_window", MovingWindowRateLimiter,
+             "in-process sliding/moving window")):
+        ours = admit.KeyedLimiter(LIMIT, algorithm=algo)
+        theirs = strategy(MemoryStorage())
+
+        def run_ours(n, hit=ours.hit, keys=KEYS):
+            for i in range(n):
+                hit(keys[i % NKEYS])
+
+        def run_theirs(n, hit=theirs.hit, keys=KEYS):
+            for i in range(n):
+                hit(item, keys[i % NKEYS])
+
+        a = timed(run_ours)
+        b = timed(run_theirs, 5000)
+        row(name, a, b, 10)
+
+
+# -- Redis ---------------------------------------------------------------------
+
+def redis_rows(url):
+    from limits.storage import RedisStorage
+    item = limits.parse(LIMIT)
+    ns = "bench" + uuid.uuid4().hex[:8]
+    redis = admit.Redis(url, prefix=ns)
+    ours = admit.RedisLimiter(redis, LIMIT, algorithm="fixed_window",
+                              name="single")
+    storage = RedisStorage(url)
+    theirs = FixedWindowRateLimiter(storage)
+
+    def run_ours(n, hit=ours.try_acquire, keys=KEYS):
+        for i in range(n):
+            hit(keys[i % NKEYS])
+
+    def run_theirs(n, hit=theirs.hit, keys=KEYS):
+        for i in range(n):
+            hit(item, keys[i % NKEYS], ns)
+
+    run_ours(200)                    # connect and load scripts first
+    run_theirs(200)
+    a = timed(run_ours, 500)
+    b = timed(run_theirs, 500)
+    row("Redis, one caller", a, b, 1.2)
+
+    # asyncio, 100 tasks on one limiter.
+    aio = admit.RedisLimiter(redis, LIMIT, algorithm="fixed_window",
+                             name="aio")
+    tasks = 100
+
+    def run_aio_ours(n):
+        async def worker(w, per):
+            call = aio.try_acquire_async
+            for i in range(per):
+                await call(KEYS[(w * per + i) % NKEYS])
+
+        async def main():
+            await asyncio.gather(*[worker(w, n // tasks)
+                                   for w in range(tasks)])
+        asyncio.run(main())
+
+    def run_aio_pool(n):
+        async def worker(w, per, loop):
+            for i in range(per):
+                await loop.run_in_executor(None, theirs.hit, item,
+                                           KEYS[(w * per + i) % NKEYS], ns)
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            await asyncio.gather(*[worker(w, n // tasks, loop)
+                                   for w in range(tasks)])
+        asyncio.run(main())
+
+    def run_aio_direct(n):
+        async def worker(w, per):
+            for i in range(per):
+                theirs.hit(item, KEYS[(w * per + i) % NKEYS], ns)
+                await asyncio.sleep(0)
+
+        async def main():
+            await asyncio.gather(*[worker(w, n // tasks)
+                                   for w in range(tasks)])
+        asyncio.run(main())
+
+    a = timed(run_aio_ours, 2000)
+    b1 = timed(run_aio_pool, 2000)
+    b2 = timed(run_aio_direct, 2000)
+    print("  (limits from asyncio: thread pool %.0f/s, direct %.0f/s)"
+          % (b1, b2))
+    row("Redis, asyncio, 100 tasks", a, max(b1, b2), 5)
+    st = redis.stats()
+    print("  (admit Redis: %d commands, %d replies, %d timeouts)"
+          % (st.commands, st.replies, st.timeouts))
+    redis.close()
+
+
+def main():
+    print("admit %s (Python %s) vs limits %s; %d keys, %r; best of %d "
+          "rounds of %.2g s" % (admit.__version__, sys.version.split()[0],
+                                getattr(limits, "__version__", "?"), NKEYS,
+                                LIMIT, ROUNDS, ROUND_S))
+    if limits is None:
+        print("limits is not installed (python3-limits): nothing to "
+              "compare with")
+        return 0
+    in_process()
+    url = os.environ.get("ADMIT_TEST_REDIS_URL")
+    if not url:
+        print("Redis rows skipped: ADMIT_TEST_REDIS_URL is not set (run "
+              "under test/run-redis.sh)")
+    else:
+        try:
+            import redis  # noqa: F401  (limits' RedisStorage needs it)
+        except ImportError:
+            print("Redis rows skipped: python3-redis is not installed")
+        else:
+            redis_rows(url)
+    below = [r[0] for r in rows if not r[3] >= r[4]]
+    print("bench_python: %d comparisons, %d below target%s"
+          % (len(rows), len(below), (": " + ", ".join(below)) if below
+             else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
