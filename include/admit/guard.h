@@ -11,6 +11,37 @@
  * refuses gives back what earlier stages took; the semaphore slot, the
  * scarcest thing, is taken last and held only for the call.
  *
+ * Three kinds of caller use the same attempt, an admit_guard_permit_t in
+ * the caller's memory. A thread blocks:
+ *
+ * @code
+ * admit_guard_permit_t p;
+ * int rc = admit_guard_enter(g, &p, 5 * ADMIT_SECOND);  // queue timeout
+ * if (rc == 0) {
+ *   int outcome = call_vendor(p.call_deadline_ns);
+ *   admit_guard_leave(&p, outcome);
+ * }
+ * @endcode
+ *
+ * An event loop (asyncio through cffi, libuv) steps, and never blocks:
+ *
+ * @code
+ * admit_guard_start(g, &p, 5 * ADMIT_SECOND, wake_loop, ctx);
+ * for (;;) {
+ *   uint64_t wait;
+ *   int rc = admit_guard_step(&p, &wait);
+ *   if (rc == ADMIT_GUARD_READY) break;            // make the call, leave
+ *   if (rc < 0) return rc;                         // refused: nothing held
+ *   if (rc == ADMIT_GUARD_WAIT) sleep_on_loop(wait);
+ *   else wait_for_wake_or(wait);                   // PENDING
+ * }
+ * // On cancellation at any point: admit_guard_cancel(&p).
+ * @endcode
+ *
+ * Retries re-arm the same permit: after admit_guard_leave(), a 1 from
+ * admit_guard_retry() makes it a new attempt whose first WAIT is the
+ * backoff. admit_guard_call() does all of it for a thread.
+ *
  * Include `<admit.h>` rather than this file.
  */
 #ifndef ADMIT_GUARD_H
@@ -258,8 +289,9 @@ ADMIT_EXTERN int admit_guard_step(admit_guard_permit_t* p, uint64_t* wait_ns);
  * Runs an attempt to admission or refusal, blocking the calling thread.
  *
  * Sleeps the waits admit_guard_step() asks for (on the guard's clock) and
- * waits for the semaphore in its blocking form. Returns 0 when admitted or
- * a negative code as admit_guard_step() does.
+ * waits for the semaphore in its blocking form (which waits in real time:
+ * the semaphore has no injected clock). Returns 0 when admitted or a
+ * negative code as admit_guard_step() does.
  */
 ADMIT_EXTERN int admit_guard_wait(admit_guard_permit_t* p);
 
@@ -277,9 +309,10 @@ ADMIT_EXTERN int admit_guard_enter(admit_guard_t* g, admit_guard_permit_t* p,
  * Ends an admitted attempt: records @p outcome (an admit_outcome_t) and the
  * call's latency, informs the breaker and releases the semaphore.
  *
- * Runs no retry and calls nothing that may block (the seed's shielded
- * cleanup). Returns 0; ADMIT_EINVAL for a bad outcome, or a permit that is
- * not admitted (leaving twice releases nothing the second time).
+ * Runs no retry, never calls Redis and never blocks (the seed's shielded
+ * cleanup: only metrics and releases). Returns 0; ADMIT_EINVAL for a bad
+ * outcome, or a permit that is not admitted (leaving twice releases
+ * nothing the second time).
  */
 ADMIT_EXTERN int admit_guard_leave(admit_guard_permit_t* p, int outcome);
 
@@ -288,9 +321,11 @@ ADMIT_EXTERN int admit_guard_leave(admit_guard_permit_t* p, int outcome);
  * holds exactly once: a breaker probe, a local reservation, global units
  * (refunded), a semaphore place or permit.
  *
- * An admitted attempt is left with ADMIT_OUTCOME_CANCELLED. Safe to call on
- * a permit that is already done (it does nothing). Returns 0, or
- * ADMIT_EINVAL for a permit never started.
+ * An admitted attempt is left with ADMIT_OUTCOME_CANCELLED (its units were
+ * spent). Giving global units back is the global stage's refund, a Redis
+ * round trip bounded by its command timeout. Safe to call on a permit that
+ * is already done (it does nothing). Returns 0, or ADMIT_EINVAL for a
+ * permit never started.
  */
 ADMIT_EXTERN int admit_guard_cancel(admit_guard_permit_t* p);
 
