@@ -754,7 +754,9 @@ static int step_at(admit_guard_permit_t* p, uint64_t now, int blocking,
         }
         if (rc < 0) return refuse(p, rc, C_ERRORS, 0);
         if (blocking) {
-          rc = admit_semaphore_acquire(g->sem, g->priority, rem);
+          rc = admit_semaphore_acquire(
+              g->sem, g->priority,
+              p->queue_deadline_ns == UINT64_MAX ? ADMIT_FOREVER : rem);
           if (rc == 0) {
             p->held_ |= H_SEM;
             return admitted(p, now_of(g));
@@ -907,6 +909,7 @@ int admit_guard_retry(admit_guard_permit_t* p, uint64_t queue_timeout_ns,
     p->error = ADMIT_ELIMITED;
     return 0;
   }
+  tick(g, now);
   count(g, C_RETRIES);
   uint32_t attempt = p->attempt + 1;
   uint64_t delay = backoff(g, p->attempt);

@@ -382,6 +382,47 @@ static void test_queue_timeout_covers_all_stages(void** state) {
   fx_free();
 }
 
+/* The semaphore gets only what the earlier stages left of the queue time:
+ * 600 ms local + 300 ms global leave it 100 ms, then the attempt times out
+ * and gives everything back. */
+static void test_queue_timeout_reaches_semaphore(void** state) {
+  (void)state;
+  setup_t s = {.local = "5/3s", .sem_cap = 1, .sem_waiters = 4, .global = 2};
+  fx_make(&s);
+  admit_decision_t d;
+  admit_limiter_try(fx.local, 1, &d);
+  assert_int_equal(admit_semaphore_try(fx.sem), 1);
+  fx.fg.async_mode = 2;
+  fx.fg.deny = 1;
+  fx.fg.retry_after = 300 * MS;
+  admit_guard_permit_t p;
+  uint64_t w;
+  admit_guard_start(fx.g, &p, 1 * SEC, notify_count, &fx);
+  assert_int_equal(admit_guard_step(&p, &w), ADMIT_GUARD_WAIT);
+  assert_int_equal(w, 600 * MS);
+  fake_advance(&fx.fc, w);
+  assert_int_equal(admit_guard_step(&p, &w), ADMIT_GUARD_WAIT);
+  assert_int_equal(w, 300 * MS);
+  assert_int_equal(p.stage, ADMIT_GUARD_STAGE_GLOBAL);
+  fake_advance(&fx.fc, w);
+  assert_int_equal(admit_guard_step(&p, &w), ADMIT_GUARD_PENDING);
+  assert_int_equal(p.stage, ADMIT_GUARD_STAGE_SEMAPHORE);
+  assert_int_equal(w, 100 * MS);
+  fake_advance(&fx.fc, 99 * MS);
+  assert_int_equal(admit_guard_step(&p, &w), ADMIT_GUARD_PENDING);
+  assert_int_equal(w, 1 * MS);
+  fake_advance(&fx.fc, 1 * MS);
+  assert_int_equal(admit_guard_step(&p, &w), ADMIT_ETIMEDOUT);
+  assert_int_equal(p.stage, ADMIT_GUARD_STAGE_SEMAPHORE);
+  assert_int_equal(fx.fg.taken, 1);
+  assert_int_equal(fx.fg.refunded, 1);
+  assert_int_equal(sem_stats().waiting, 0);
+  assert_int_equal(fx.notified, 0);
+  assert_int_equal(metrics().queue_timeouts, 1);
+  admit_semaphore_release(fx.sem);
+  fx_free();
+}
+
 /* A full semaphore is never reserved before a global rejection; a global
  * wait that cannot fit sleeps nothing. */
 static void test_semaphore_not_touched_before_global(void** state) {
@@ -928,6 +969,7 @@ int main(void) {
       cmocka_unit_test(test_local_wait_fits),
       cmocka_unit_test(test_no_sleep_when_wait_cannot_fit),
       cmocka_unit_test(test_queue_timeout_covers_all_stages),
+      cmocka_unit_test(test_queue_timeout_reaches_semaphore),
       cmocka_unit_test(test_semaphore_not_touched_before_global),
       cmocka_unit_test(test_semaphore_full_gives_back),
       cmocka_unit_test(test_step_api),
