@@ -12,10 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Each measurement runs this long per repetition; the best of REPS counts,
- * since noise only ever adds time. */
-#define RUN_S 0.1
-#define REPS 5
+/* Each measurement runs this long per repetition; the configurations take
+ * turns, REPS rounds, and each one's best round counts, since noise (other
+ * processes on a shared machine) only ever adds time. */
+#define RUN_S 0.05
+#define REPS 11
 #define CHUNK 500
 
 typedef struct job_s job_t;
@@ -96,10 +97,10 @@ static void* job_main(void* arg) {
 }
 
 /* Nanoseconds per operation per thread (wall time / ops of each thread),
- * the best of REPS runs. */
-static double measure(world_t* w, chunk_fn fn, int threads) {
+ * for one round. */
+static double measure_once(world_t* w, chunk_fn fn, int threads) {
   double best = 0;
-  for (int rep = 0; rep < REPS; rep++) {
+  for (int rep = 0; rep < 1; rep++) {
     _Atomic int start = 0, stop = 0;
     job_t jobs[2];
     pthread_t th[2];
@@ -157,12 +158,19 @@ int main(void) {
     abort();
 
   printf("guard overhead: local limiter + semaphore around an empty call\n");
+  static const chunk_fn fns[] = {chunk_baseline, chunk_guard, chunk_step_guard,
+                                 chunk_bare_guard, chunk_admission};
+  enum { NF = sizeof(fns) / sizeof(fns[0]) };
   for (int threads = 1; threads <= 2; threads++) {
-    double base = measure(&w, chunk_baseline, threads);
-    double guard = measure(&w, chunk_guard, threads);
-    double step = measure(&w, chunk_step_guard, threads);
-    double bare = measure(&w, chunk_bare_guard, threads);
-    double adm = measure(&w, chunk_admission, threads);
+    double best[NF];
+    for (int rep = 0; rep < REPS; rep++) {
+      for (int f = 0; f < NF; f++) {
+        double ns = measure_once(&w, fns[f], threads);
+        if (rep == 0 || ns < best[f]) best[f] = ns;
+      }
+    }
+    double base = best[0], guard = best[1], step = best[2], bare = best[3];
+    double adm = best[4];
     bench_row("baseline: limiter try + sem try/release", threads, base, 0);
     bench_row("guard enter/leave (local + semaphore)", threads, guard, base);
     bench_row("guard start/step/leave (local + sem)", threads, step, base);
