@@ -328,6 +328,12 @@ static inline bool cas_u32(uint32_t* p, uint32_t from, uint32_t to) {
                                      __ATOMIC_ACQUIRE);
 }
 
+/* True when @p p holds an attempt (checked before trusting p->guard_). */
+static bool in_attempt(const admit_guard_permit_t* p) {
+  uint32_t st = load_u32(&p->state_);
+  return (st == ST_WAITING || st == ST_READY) && p->guard_ != NULL;
+}
+
 static void spin_until_u32(const uint32_t* p, uint32_t bit) {
   while ((load_u32(p) & bit) == 0) sched_yield();
 }
@@ -798,6 +804,7 @@ int admit_guard_start(admit_guard_t* g, admit_guard_permit_t* p,
                       uint64_t queue_timeout_ns, admit_guard_notify_cb notify,
                       void* ud) {
   if (g == NULL || p == NULL) return ADMIT_EINVAL;
+  if (in_attempt(p)) return ADMIT_EBUSY;
   pay_debt(g);
   uint64_t now = now_of(g);
   permit_init(g, p, now, queue_timeout_ns, notify, ud);
@@ -807,7 +814,7 @@ int admit_guard_start(admit_guard_t* g, admit_guard_permit_t* p,
 }
 
 int admit_guard_step(admit_guard_permit_t* p, uint64_t* wait_ns) {
-  if (p == NULL || wait_ns == NULL || p->guard_ == NULL) return ADMIT_EINVAL;
+  if (p == NULL || wait_ns == NULL || !in_attempt(p)) return ADMIT_EINVAL;
   return step_at(p, now_of(p->guard_), 0, wait_ns);
 }
 
@@ -830,13 +837,14 @@ static int wait_from(admit_guard_permit_t* p, uint64_t now) {
 }
 
 int admit_guard_wait(admit_guard_permit_t* p) {
-  if (p == NULL || p->guard_ == NULL) return ADMIT_EINVAL;
+  if (p == NULL || !in_attempt(p)) return ADMIT_EINVAL;
   return wait_from(p, now_of(p->guard_));
 }
 
 int admit_guard_enter(admit_guard_t* g, admit_guard_permit_t* p,
                       uint64_t queue_timeout_ns) {
   if (g == NULL || p == NULL) return ADMIT_EINVAL;
+  if (in_attempt(p)) return ADMIT_EBUSY;
   pay_debt(g);
   uint64_t now = now_of(g);
   permit_init(g, p, now, queue_timeout_ns, NULL, NULL);
@@ -846,7 +854,7 @@ int admit_guard_enter(admit_guard_t* g, admit_guard_permit_t* p,
 }
 
 int admit_guard_leave(admit_guard_permit_t* p, int outcome) {
-  if (p == NULL || p->guard_ == NULL || outcome < ADMIT_OUTCOME_SUCCESS ||
+  if (p == NULL || outcome < ADMIT_OUTCOME_SUCCESS ||
       outcome > ADMIT_OUTCOME_CANCELLED)
     return ADMIT_EINVAL;
   /* Exactly once, even if two threads race to leave. */
@@ -873,9 +881,10 @@ int admit_guard_leave(admit_guard_permit_t* p, int outcome) {
 }
 
 int admit_guard_cancel(admit_guard_permit_t* p) {
-  if (p == NULL || p->guard_ == NULL) return ADMIT_EINVAL;
+  if (p == NULL) return ADMIT_EINVAL;
   uint32_t st = load_u32(&p->state_);
-  if (st == ST_DONE) return 0;
+  if (st == ST_DONE && p->guard_ != NULL) return 0;
+  if (!in_attempt(p)) return ADMIT_EINVAL;
   if (st == ST_READY) {
     admit_guard_leave(p, ADMIT_OUTCOME_CANCELLED);
     return 0;
