@@ -22,6 +22,7 @@ from .rates import Algorithm, ManualClock, Quota, Rate, parse_rates
 from .semaphore import Semaphore, SemaphoreStats
 from .breaker import BreakerStats, CircuitBreaker, Outcome, outcome_of
 from .admission import AdmissionController, AdmissionStats, Permit
+from .guard import Guard, GuardMetrics, GuardPermit, VendorLimited
 from .redis import (GlobalLimiter, Lease, Redis, RedisLimiter,
                     RedisLimiterStats, RedisSemaphore, RedisStats,
                     Reservation)
@@ -38,5 +39,6 @@ __all__ = [
     "SemaphoreStats", "GlobalLimiter", "Lease", "Redis", "RedisLimiter",
     "RedisLimiterStats", "RedisSemaphore", "RedisStats", "Reservation",
     "BreakerStats", "CircuitBreaker", "Outcome", "outcome_of",
-    "AdmissionController", "AdmissionStats", "Permit", "__version__",
+    "AdmissionController", "AdmissionStats", "Permit", "Guard",
+    "GuardMetrics", "GuardPermit", "VendorLimited", "__version__",
 ]

@@ -630,9 +630,11 @@ class GuardedClient:
     async def request(self, method: str, url: Any, **kwargs: Any) -> Any:
         """Sends one request through the guard and returns the response.
 
-        A 429 pauses the guard (``Retry-After``, else ``default_pause``)
-        and counts as vendor-limited, so it is retried within the guard's
-        budget; the last response is returned when retries run out.
+        A 429 pauses the guard for its ``Retry-After`` (else
+        ``default_pause``), for every pod sharing the guard's global
+        limiter, and counts as vendor-limited, so it is retried within the
+        guard's budget; the last 429 response is returned when retries run
+        out. Other responses are returned as they are.
         """
         from .guard import VendorLimited
 
@@ -640,9 +642,8 @@ class GuardedClient:
             r = await self.client.request(method, url, **kwargs)
             if r.status_code == 429:
                 pause = parse_retry_after(r.headers.get("retry-after"))
-                self.guard.pause(self.default_pause if pause is None
-                                 else pause)
-                raise VendorLimited(r)
+                raise VendorLimited(r, retry_after=self.default_pause
+                                    if pause is None else max(pause, 0.001))
             return r
 
         try:

@@ -1,0 +1,249 @@
+"""The vendor-call guard from asyncio: stage order, refusals, retries,
+cancellation at every stage, vendor 429 pauses (across "pods" through
+Redis) and the httpx wrapper."""
+
+import asyncio
+import os
+import random
+import time
+import uuid
+
+import httpx
+import pytest
+
+import admit
+from admit import Outcome
+from admit.fastapi import GuardedClient
+
+
+async def ok(x=1):
+    await asyncio.sleep(0)
+    return x
+
+
+async def test_call_passes_stages_and_records():
+    sem = admit.Semaphore(2)
+    local = admit.TokenBucket("100/second", burst=5)
+    g = admit.Guard("vendor", local=local, semaphore=sem)
+    assert await g.call(ok, 7, queue_timeout=1) == 7
+    res = await asyncio.gather(*[g.call(ok, i, queue_timeout=5)
+                                 for i in range(20)])
+    assert res == list(range(20))
+    m = g.metrics()
+    assert m.admitted == 21 and m.succeeded == 21 and m.in_flight == 0
+    assert m.call_time["count"] == 21
+    assert sem.in_use == 0
+    assert repr(g) == ("Guard('vendor', stages=local+semaphore, "
+                       "call_timeout=30, retries=2)")
+
+
+async def test_semaphore_is_taken_last_and_held_for_the_call():
+    sem = admit.Semaphore(1)
+    g = admit.Guard("v", semaphore=sem)
+    inside = []
+
+    async def work(i):
+        inside.append(sem.in_use)
+        await asyncio.sleep(0.01)
+        return i
+
+    res = await asyncio.gather(*[g.call(work, i, queue_timeout=5)
+                                 for i in range(5)])
+    assert res == list(range(5)) and inside == [1] * 5
+    assert sem.in_use == 0
+
+
+async def test_refusals_are_immediate_when_the_wait_cannot_fit():
+    local = admit.TokenBucket("1/minute")
+    g = admit.Guard("v", local=local)
+    assert await g.call(ok, queue_timeout=1) == 1
+    start = time.monotonic()
+    with pytest.raises(admit.RateLimited) as e:
+        await g.call(ok, queue_timeout=1)
+    assert time.monotonic() - start < 0.5
+    assert 59 < e.value.retry_after <= 60
+    assert g.metrics().rejected_local == 1
+
+
+async def test_breaker_stage():
+    b = admit.CircuitBreaker(window_calls=2, min_calls=2)
+    g = admit.Guard("v", breaker=b, retries=0)
+
+    async def boom():
+        raise RuntimeError("vendor down")
+
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            await g.call(boom, queue_timeout=1)
+    with pytest.raises(admit.CircuitOpen):
+        await g.call(ok, queue_timeout=1)
+    assert g.metrics().breaker_state == "open"
+
+
+async def test_retries_with_backoff_then_success():
+    g = admit.Guard("v", retries=3, backoff_base=0.001, backoff_max=0.01)
+    calls = []
+
+    async def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("reset")
+        return "done"
+
+    assert await g.call(flaky, queue_timeout=1) == "done"
+    assert len(calls) == 3
+    m = g.metrics()
+    assert (m.failed, m.succeeded, m.retries) == (2, 1, 2)
+
+
+async def test_retries_run_out_and_call_timeout():
+    g = admit.Guard("v", retries=1, backoff_base=0.001, backoff_max=0.002)
+
+    async def slow():
+        await asyncio.sleep(1)
+
+    with pytest.raises(TimeoutError):
+        await g.call(slow, queue_timeout=1, call_timeout=0.02)
+    m = g.metrics()
+    assert m.call_timeouts == 2 and m.retries == 1
+    with pytest.raises(ValueError, match="call_timeout"):
+        await g.call(ok, queue_timeout=1, call_timeout=0)
+    with pytest.raises(ValueError, match="retries"):
+        await g.call(ok, queue_timeout=1, retries=-1)
+
+
+async def test_cancellation_at_every_stage_gives_everything_back():
+    rng = random.Random(3)
+    sem = admit.Semaphore(2)
+    local = admit.TokenBucket("2000/second", burst=20)
+    g = admit.Guard("v", local=local, semaphore=sem)
+
+    async def work():
+        await asyncio.sleep(rng.random() * 0.003)
+
+    tasks = [asyncio.ensure_future(g.call(work, queue_timeout=rng.choice(
+        [0.001, 0.01, 0.5]))) for _ in range(1000)]
+    while not all(t.done() for t in tasks):
+        await asyncio.sleep(0.001)
+        for t in rng.sample(tasks, 10):
+            t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert sem.in_use == 0 and sem.waiting == 0
+    m = g.metrics()
+    assert m.in_flight == 0 and m.waiting == 0
+
+
+async def test_enter_and_leave_permit():
+    sem = admit.Semaphore(1)
+    g = admit.Guard("v", semaphore=sem)
+    async with await g.enter(queue_timeout=1) as p:
+        assert sem.in_use == 1 and p.attempt == 0
+        assert p.call_timeout == 30
+    assert sem.in_use == 0
+    p = g.enter_blocking(queue_timeout=1)
+    p.leave(Outcome.FAILURE)
+    p.leave()
+    assert g.metrics().failed == 1
+
+
+async def test_vendor_limited_pauses_the_guard():
+    g = admit.Guard("v", retries=0)
+
+    async def limited():
+        raise admit.VendorLimited(retry_after=30)
+
+    with pytest.raises(admit.VendorLimited):
+        await g.call(limited, queue_timeout=1)
+    m = g.metrics()
+    assert m.vendor_limited == 1 and m.pauses == 1
+    assert 25 < m.paused_for <= 30
+    with pytest.raises(admit.RateLimited) as e:
+        await g.call(ok, queue_timeout=1)
+    assert e.value.retry_after > 25
+
+
+def test_guard_bad_arguments():
+    with pytest.raises(ValueError, match="name"):
+        admit.Guard("")
+    with pytest.raises(TypeError, match="breaker"):
+        admit.Guard("v", breaker=1)
+    with pytest.raises(TypeError, match="local"):
+        admit.Guard("v", local=admit.Semaphore(1))
+    with pytest.raises(TypeError, match="global_limiter"):
+        admit.Guard("v", global_limiter=admit.TokenBucket("1/s"))
+    with pytest.raises(TypeError, match="semaphore"):
+        admit.Guard("v", semaphore=3)
+    with pytest.raises(ValueError, match="global_key"):
+        admit.Guard("v", global_key="k")
+    with pytest.raises(ValueError, match="priority"):
+        admit.Guard("v", priority=9)
+    with pytest.raises(ValueError, match="call_timeout"):
+        admit.Guard("v", call_timeout=0)
+    with pytest.raises(ValueError, match="retries"):
+        admit.Guard("v", retries=-1)
+    with pytest.raises(TypeError, match="retry_on"):
+        admit.Guard("v", retry_on="failure")
+    with pytest.raises(ValueError, match="retry_ratio"):
+        admit.Guard("v", retry_ratio=0)
+
+
+# -- with Redis ------------------------------------------------------------
+
+def _redis_or_skip():
+    url = os.environ.get("ADMIT_TEST_REDIS_URL")
+    if not url:
+        pytest.skip("ADMIT_TEST_REDIS_URL is not set")
+    return url
+
+
+async def test_global_stage_in_redis_and_pause_across_pods():
+    url = _redis_or_skip()
+    prefix = "g" + uuid.uuid4().hex[:8]
+    pods = []
+    for _ in range(2):
+        r = admit.Redis(url, prefix=prefix)
+        lim = admit.RedisLimiter(r, "1000/second", name="vendor")
+        pods.append((r, admit.Guard("vendor", global_limiter=lim,
+                                    global_key="openai",
+                                    semaphore=admit.Semaphore(4))))
+    (r1, g1), (r2, g2) = pods
+    res = await asyncio.gather(*[g.call(ok, i, queue_timeout=2)
+                                 for i in range(10) for g in (g1, g2)])
+    assert sorted(res) == sorted(list(range(10)) * 2)
+    # Pod 1 sees a 429 with Retry-After: 2 s; pod 2 pauses too, through
+    # Redis, and refuses at once what cannot wait that long.
+    await g1.pause_async(2.0)
+    start = time.monotonic()
+    with pytest.raises(admit.RateLimited) as e:
+        await g2.call(ok, queue_timeout=0.5, retries=0)
+    assert time.monotonic() - start < 0.4
+    assert e.value.retry_after > 1.0
+    assert g2.metrics().rejected_global == 1
+    for r, _ in pods:
+        r.close()
+
+
+async def test_guarded_httpx_client_turns_429_into_pause():
+    hits = {"n": 0}
+
+    def handler(request):
+        hits["n"] += 1
+        if hits["n"] == 1:
+            return httpx.Response(429, headers={"Retry-After": "1"})
+        return httpx.Response(200, json={"ok": True})
+
+    g = admit.Guard("vendor", retries=2, backoff_base=0.001,
+                    backoff_max=0.002)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler),
+                                 base_url="http://vendor") as client:
+        gc = GuardedClient(client, g, queue_timeout=5)
+        start = time.monotonic()
+        r = await gc.post("/v1/chat", json={"q": 1})
+        assert r.status_code == 200 and r.json() == {"ok": True}
+        # The retry waited out the vendor's pause.
+        assert time.monotonic() - start >= 0.9
+    m = g.metrics()
+    assert (m.vendor_limited, m.pauses, m.succeeded) == (1, 1, 1)
+    assert hits["n"] == 2
+    with pytest.raises(TypeError, match="guard"):
+        GuardedClient(client, None)
