@@ -804,7 +804,6 @@ int admit_guard_start(admit_guard_t* g, admit_guard_permit_t* p,
                       uint64_t queue_timeout_ns, admit_guard_notify_cb notify,
                       void* ud) {
   if (g == NULL || p == NULL) return ADMIT_EINVAL;
-  if (in_attempt(p)) return ADMIT_EBUSY;
   pay_debt(g);
   uint64_t now = now_of(g);
   permit_init(g, p, now, queue_timeout_ns, notify, ud);
@@ -844,7 +843,6 @@ int admit_guard_wait(admit_guard_permit_t* p) {
 int admit_guard_enter(admit_guard_t* g, admit_guard_permit_t* p,
                       uint64_t queue_timeout_ns) {
   if (g == NULL || p == NULL) return ADMIT_EINVAL;
-  if (in_attempt(p)) return ADMIT_EBUSY;
   pay_debt(g);
   uint64_t now = now_of(g);
   permit_init(g, p, now, queue_timeout_ns, NULL, NULL);

@@ -262,8 +262,9 @@ ADMIT_EXTERN void admit_guard_free(admit_guard_t* g);
  * (may be NULL if the caller never steps into ADMIT_GUARD_PENDING, e.g.
  * uses admit_guard_wait()) is called with @p ud when a pending attempt
  * should be stepped again. Then call admit_guard_step() (event loops) or
- * admit_guard_wait() (threads). Returns 0, ADMIT_EBUSY if @p p still holds
- * an attempt (finish it first), or ADMIT_EINVAL.
+ * admit_guard_wait() (threads). The previous contents of @p p are not
+ * read (a permit still in an attempt must be finished first). Returns 0 or
+ * ADMIT_EINVAL.
  */
 ADMIT_EXTERN int admit_guard_start(admit_guard_t* g, admit_guard_permit_t* p,
                                    uint64_t queue_timeout_ns,
