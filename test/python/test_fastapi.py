@@ -3,6 +3,7 @@
 
 import asyncio
 import threading
+import time
 
 import httpx
 import pytest
@@ -331,3 +332,62 @@ def test_testclient_loop_in_other_thread_with_semaphore():
             t.join()
     assert results == [200] * 8
     assert sem.in_use == 0
+
+
+# -- the library's health registry -----------------------------------------
+
+def test_ready_from_health_registry_and_metrics(clock):
+    ctl = admit.AdmissionController(1, 10, shedding=False)
+    health = admit.Health(max_waiting=1, hold=5, clock=clock).add(ctl, "api")
+    app = FastAPI()
+    add_health_routes(app, health=health, metrics_path="/metrics")
+    c = TestClient(app)
+    r = c.get("/ready")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ready" and r.json()["ready"] is True
+    # Saturate: one in flight, two waiting (> max_waiting 1).
+    p = ctl.enter_blocking(timeout=0)
+    import threading
+    waiters = [threading.Thread(target=lambda: ctl.enter_blocking(
+        timeout=2).leave()) for _ in range(2)]
+    for t in waiters:
+        t.start()
+    for _ in range(100):
+        if ctl.stats().waiting == 2:
+            break
+        time.sleep(0.01)
+    r = c.get("/ready")
+    assert r.status_code == 503
+    assert r.json()["status"] == "overloaded"
+    assert r.json()["waiting"] == 2 and r.json()["in_flight"] == 1
+    assert c.get("/health").status_code == 200     # liveness never fails
+    p.leave()
+    for t in waiters:
+        t.join()
+    # Hysteresis: still not ready until the hold time has passed.
+    r = c.get("/ready")
+    assert r.status_code == 503 and r.json()["status"] == "recovering"
+    clock.advance(5)
+    assert c.get("/ready").status_code == 200
+    m = c.get("/metrics")
+    assert m.status_code == 200
+    assert m.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert 'admit_admission_admitted_total{controller="api"} 3' in m.text
+    assert "# TYPE admit_admission_admitted_total counter" in m.text
+
+
+def test_health_registry_bad_arguments():
+    with pytest.raises(ValueError, match="max_error_rate"):
+        admit.Health(max_error_rate=2)
+    with pytest.raises(TypeError, match="fail_on_degraded"):
+        admit.Health(fail_on_degraded=1)
+    with pytest.raises(ValueError, match="max_waiting"):
+        admit.Health(max_waiting=0)
+    h = admit.Health()
+    with pytest.raises(TypeError, match="obj"):
+        h.add(object())
+    with pytest.raises(ValueError, match="name"):
+        h.add(admit.CircuitBreaker())
+    with pytest.raises(ValueError, match="metrics_path"):
+        add_health_routes(FastAPI(), metrics_path="/metrics")
+    assert h.alive()

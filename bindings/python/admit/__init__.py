@@ -23,6 +23,7 @@ from .semaphore import Semaphore, SemaphoreStats
 from .breaker import BreakerStats, CircuitBreaker, Outcome, outcome_of
 from .admission import AdmissionController, AdmissionStats, Permit
 from .guard import Guard, GuardMetrics, GuardPermit, VendorLimited
+from .health import Health, HealthSnapshot
 from .redis import (GlobalLimiter, Lease, Redis, RedisLimiter,
                     RedisLimiterStats, RedisSemaphore, RedisStats,
                     Reservation)
@@ -40,5 +41,6 @@ __all__ = [
     "RedisLimiterStats", "RedisSemaphore", "RedisStats", "Reservation",
     "BreakerStats", "CircuitBreaker", "Outcome", "outcome_of",
     "AdmissionController", "AdmissionStats", "Permit", "Guard",
-    "GuardMetrics", "GuardPermit", "VendorLimited", "__version__",
+    "GuardMetrics", "GuardPermit", "VendorLimited", "Health",
+    "HealthSnapshot", "__version__",
 ]

@@ -554,30 +554,69 @@ class Readiness:
         return "Readiness(%s)" % ", ".join(n for n, _ in self._checks)
 
 
-def add_health_routes(app: Any, readiness: Optional[Readiness] = None, *,
-                      health_path: str = "/health",
-                      ready_path: str = "/ready") -> None:
-    """Adds ``GET /health`` (liveness: always 200 while the process
-    serves) and ``GET /ready`` (200, or 503 with the reasons) to a FastAPI
-    app or router."""
+def add_health_routes(app: Any, readiness: Any = None, *,
+                      health: Any = None, health_path: str = "/health",
+                      ready_path: str = "/ready",
+                      metrics_path: Optional[str] = None) -> None:
+    """Adds ``GET /health`` (liveness: 200 while the process serves) and
+    ``GET /ready`` (200, or 503 with the reason) to a FastAPI app or
+    router; with ``metrics_path``, also the Prometheus text of ``health``.
+
+    ``health`` is an :class:`admit.Health` registry (the library's verdict,
+    with hysteresis, as JSON); ``readiness`` a :class:`Readiness` of extra
+    checks (either may be passed as the second argument). Both must pass.
+    """
+    from .health import Health
+    if isinstance(readiness, Health) and health is None:
+        health, readiness = readiness, None
+    if readiness is not None and not isinstance(readiness, Readiness):
+        raise TypeError("readiness must be an admit.fastapi.Readiness")
+    if health is not None and not isinstance(health, Health):
+        raise TypeError("health must be an admit.Health")
     text(health_path, "health_path")
     text(ready_path, "ready_path")
-    checks = readiness if readiness is not None else Readiness()
+    if metrics_path is not None:
+        text(metrics_path, "metrics_path")
+        if health is None:
+            raise ValueError("metrics_path needs health=admit.Health(...)")
+    checks = readiness
 
-    async def health() -> Dict[str, str]:
+    async def live() -> Dict[str, str]:
         return {"status": "ok"}
 
     async def ready() -> Any:
-        ok, detail = await checks.run()
+        ok = True
+        body: Dict[str, Any] = {}
+        if health is not None:
+            ok, text_ = health.check_json()
+            body = json.loads(text_)
+        if checks is not None:
+            ok2, detail = await checks.run()
+            ok = ok and ok2
+            body["checks"] = detail
+            if not ok2 and "status" not in body:
+                body["status"] = "not ready"
+        body.setdefault("status", "ready" if ok else "not ready")
         if ok:
-            return {"status": "ready", "checks": detail}
-        return JSONResponse({"status": "not ready", "checks": detail},
-                            status_code=503)
+            return body
+        if body.get("status") == "ready":
+            body["status"] = "not ready"
+        return JSONResponse(body, status_code=503)
 
-    app.add_api_route(health_path, health, methods=["GET"],
+    app.add_api_route(health_path, live, methods=["GET"],
                       include_in_schema=False)
     app.add_api_route(ready_path, ready, methods=["GET"],
                       include_in_schema=False)
+    if metrics_path is not None:
+        from fastapi.responses import PlainTextResponse
+
+        async def metrics() -> Any:
+            return PlainTextResponse(
+                health.metrics(),
+                media_type="text/plain; version=0.0.4; charset=utf-8")
+
+        app.add_api_route(metrics_path, metrics, methods=["GET"],
+                          include_in_schema=False)
 
 
 # -- outbound --------------------------------------------------------------
