@@ -20,11 +20,14 @@
  * shrinks to two thirds full when deletions leave it under 40%.
  *
  * The number of keys is bounded by one atomic counter shared by all
- * shards. A new key that finds it at max_keys examines the next 32 keys of
+ * shards. A new key that finds it at max_keys examines the next keys of
  * its own shard (from a cursor that goes round) and drops each whose state
  * is fresh (equal to a never-seen one: dropping it changes no decision);
- * if that made no room, it does the same in up to three neighbouring
- * shards whose locks are free, and otherwise fails with ADMIT_EFULL.
+ * if that made no room, it does the same in three more shards whose locks
+ * are free, taken in turn from a cursor shared by all shards (so that
+ * failed attempts together visit every shard), and otherwise fails with
+ * ADMIT_EFULL. The 128 keys it may examine are split among the shards it
+ * may visit, so a small table (few shards) is searched whole.
  *
  * A call hashes the key and prefetches its home slot before it reads the
  * clock, so that the likely cache miss of a large table overlaps the read.
@@ -49,8 +52,8 @@ enum {
   SLOT_MAX = SLOT_HEAD + 8 * WORDS_MAX,
   SHARDS_MAX = 256,
   KEYS_PER_SHARD = 32,  /* fewer shards for small tables */
-  SCAN_KEYS = 32,       /* keys examined per shard to make room */
-  SCAN_SHARDS = 4,      /* shards examined: the key's own and the next */
+  SCAN_KEYS = 128,      /* keys examined, at most, to make room */
+  SCAN_SHARDS = 4,      /* shards examined: the key's own and 3 more */
   CAP_MIN = 8,
   KEYLEN_DEFAULT = 512,
   KEYLEN_LIMIT = 65535, /* stored in 16 bits */
@@ -164,7 +167,8 @@ struct admit_keyed_s {
   /* Written by every insertion and deletion: kept off the lines above. */
   char pad0[64];
   _Atomic uint64_t nkeys;
-  char pad1[64 - sizeof(uint64_t)];
+  _Atomic uint32_t scan_next; /* the next shard to help make room */
+  char pad1[64 - sizeof(uint64_t) - sizeof(uint32_t)];
 };
 
 /* --- slots ---------------------------------------------------------------- */
@@ -564,25 +568,29 @@ void admit_keyed_free(admit_keyed_t* k) {
 }
 
 /* Makes room for one key when the table holds max_keys: drops the fresh
- * keys among the next SCAN_KEYS of the key's own shard, then, while no room
- * came of it, of the next shards that are not busy (trying their locks
+ * keys among the next few of the key's own shard, then, while no room came
+ * of it, of other shards in turn that are not busy (trying their locks
  * while holding ours cannot deadlock). Returns true with a key reserved,
  * and sets *moved if keys of @p s moved. */
 static bool make_room(admit_keyed_t* k, shard_t* s, uint64_t now,
                       bool* moved) {
-  uint64_t dropped = shard_drop_fresh(k, s, now, SCAN_KEYS);
+  uint32_t nscan = k->nshards < SCAN_SHARDS ? k->nshards : SCAN_SHARDS;
+  size_t budget = SCAN_KEYS / nscan;
+  uint64_t dropped = shard_drop_fresh(k, s, now, budget);
   s->evicted += dropped;
   if (dropped > 0) {
     *moved = true;
     shard_maybe_shrink(k, s);
   }
   if (key_reserve(k)) return true;
-  size_t self = (size_t)(s - k->shards);
-  for (uint32_t j = 1; j < SCAN_SHARDS && j < k->nshards; j++) {
-    shard_t* o = &k->shards[(self + j) & (k->nshards - 1)];
+  for (uint32_t j = 1; j < nscan; j++) {
+    uint32_t next = atomic_fetch_add_explicit(&k->scan_next, 1,
+                                              memory_order_relaxed);
+    shard_t* o = &k->shards[next & (k->nshards - 1)];
+    if (o == s) o = &k->shards[(next + 1) & (k->nshards - 1)];
     if (!shard_trylock(&o->lock)) continue;
     if (o->now < now) o->now = now;
-    dropped = shard_drop_fresh(k, o, o->now, SCAN_KEYS);
+    dropped = shard_drop_fresh(k, o, o->now, budget);
     o->evicted += dropped;
     if (dropped > 0) shard_maybe_shrink(k, o);
     shard_unlock(&o->lock);

@@ -71,8 +71,8 @@ ADMIT_EXTERN void admit_keyed_free(admit_keyed_t* k);
  * Returns 0 and fills @p out (allowed or not); ADMIT_EINVAL for a NULL
  * pointer, a bad tier, a key length of 0 or over @c max_key_len, or a cost
  * of 0 or over the tier's smallest burst/limit; ADMIT_EFULL if the key is
- * new, @c max_keys keys are held and a bounded scan found none fresh to
- * drop; ADMIT_ENOMEM. After an error, a non-NULL @p out says "not
+ * new, @c max_keys keys are held and a bounded scan (at most 128 keys,
+ * resumed where the last one stopped) found none fresh to drop; ADMIT_ENOMEM. After an error, a non-NULL @p out says "not
  * allowed". A denial
  * consumes nothing and a denied new key is not stored. Thread-safe.
  */
