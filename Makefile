@@ -33,7 +33,7 @@ LIB_SRCS := $(sort $(wildcard lib/*.c))
 # Parts may generate sources into $(O)/gen (e.g. embedded Lua scripts).
 GEN_SRCS :=
 LIB_OBJS = $(LIB_SRCS:lib/%.c=$(O)/obj/%.o) $(GEN_SRCS:$(O)/gen/%.c=$(O)/obj/gen/%.o)
-HEADERS := include/admit.h $(wildcard include/admit/*.h) lib/internal.h
+HEADERS := include/admit.h $(wildcard include/admit/*.h) $(wildcard lib/*.h)
 
 TEST_SRCS := $(sort $(wildcard test/test-*.c))
 TEST_BINS := $(TEST_SRCS:test/%.c=$(O)/test/%)
