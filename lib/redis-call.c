@@ -173,10 +173,18 @@ int admit__rcall_run(admit__rcall_t* c, uint64_t timeout_ns) {
   uint64_t now = admit_now_ns();
   c->req.deadline_ns = now + clamp_timeout(c, timeout_ns);
   int status;
+  redisReply* direct = NULL;
   if (c->use_breaker && !admit__redis_breaker_allow(c->r, &c->probe)) {
     /* Skipping Redis costs microseconds, not a connect timeout. */
     admit__redis_count_failure(c->r);
     status = ADMIT_EUNAVAILABLE;
+  } else if (admit__redis_direct(c->r, &c->req, &direct, &status)) {
+    /* Ran in this thread on the spare connection. */
+    if (c->use_breaker)
+      admit__redis_breaker_record(c->r, status != ADMIT_EUNAVAILABLE,
+                                  c->probe);
+    status = parse_reply(c, status, direct);
+    if (direct != NULL) freeReplyObject(direct);
   } else if ((status = admit__redis_submit(c->r, &c->req)) == 0) {
     uint64_t until = c->req.deadline_ns + GRACE_NS;
     struct timespec ts = {(time_t)(until / 1000000000u),

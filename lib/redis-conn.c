@@ -74,6 +74,7 @@ struct admit_redis_s {
   uint64_t reconnect_max;
   uint64_t heartbeat;
   uint32_t max_queue;
+  int pipeline_only;
   const admit__script_t* scripts;
   char instance_id[33];
   char beat_key[160];
@@ -104,6 +105,13 @@ struct admit_redis_s {
   pthread_cond_t first_cond;
   int first_done;
   int first_status;
+
+  /* The spare synchronous connection for uncontended blocking calls. */
+  pthread_mutex_t dlock;
+  redisContext* dctx;   /* under dlock */
+  uint64_t d_retry_at;  /* under dlock: no reconnect before */
+  pthread_mutex_t iplock;
+  char ip[64];          /* under iplock: the address last connected to */
 
   _Atomic uint32_t instances;
   _Atomic int last_error;
@@ -581,6 +589,11 @@ static int handshake(conn_t* c) {
 
 static void conn_open(conn_t* c, const char* ip) {
   admit_redis_t* r = c->r;
+  if (ip != NULL) {
+    pthread_mutex_lock(&r->iplock);
+    snprintf(r->ip, sizeof(r->ip), "%s", ip);
+    pthread_mutex_unlock(&r->iplock);
+  }
   redisAsyncContext* ac = r->url.is_unix
                               ? redisAsyncConnectUnix(r->url.path)
                               : redisAsyncConnect(ip, r->url.port);
@@ -845,6 +858,139 @@ static void io_main(void* arg) {
   uv_run(&r->loop, UV_RUN_DEFAULT);
 }
 
+/* --- the direct path ------------------------------------------------------*/
+
+/* A lone blocking caller pays two thread hand-offs through the I/O thread
+ * (to it, and back), which is as much again as the round trip itself. So
+ * one spare synchronous context serves whichever blocking caller finds it
+ * free; everybody else pipelines. The same traps apply: a context that saw
+ * any error (a timeout is an EAGAIN I/O error) is freed, never reused, and
+ * a command whose outcome is unknown is not retried. */
+
+static struct timeval tv_of(uint64_t ns) {
+  if (ns < ADMIT_MILLISECOND) ns = ADMIT_MILLISECOND;
+  struct timeval tv = {(time_t)(ns / 1000000000u),
+                       (suseconds_t)(ns % 1000000000u / 1000u)};
+  return tv;
+}
+
+static void direct_drop(admit_redis_t* r) {
+  if (r->dctx != NULL) redisFree(r->dctx);
+  r->dctx = NULL;
+  r->d_retry_at = admit_now_ns() + r->reconnect_min;
+}
+
+/* Connects and authenticates within @p left ns; returns 0 or -1. */
+static int direct_connect(admit_redis_t* r, uint64_t left) {
+  struct timeval tv = tv_of(left);
+  redisContext* ctx;
+  if (r->url.is_unix) {
+    ctx = redisConnectUnixWithTimeout(r->url.path, tv);
+  } else {
+    char ip[64];
+    pthread_mutex_lock(&r->iplock);
+    memcpy(ip, r->ip, sizeof(ip));
+    pthread_mutex_unlock(&r->iplock);
+    if (ip[0] == '\0') return -1;
+    ctx = redisConnectWithTimeout(ip, r->url.port, tv);
+  }
+  if (ctx == NULL || ctx->err || redisSetTimeout(ctx, tv) != REDIS_OK) {
+    if (ctx != NULL) redisFree(ctx);
+    return -1;
+  }
+  redisReply* rep = NULL;
+  int ok = 1;
+  if (r->url.password != NULL) {
+    rep = r->url.user != NULL
+              ? redisCommand(ctx, "AUTH %s %s", r->url.user, r->url.password)
+              : redisCommand(ctx, "AUTH %s", r->url.password);
+    ok = rep != NULL && rep->type != REDIS_REPLY_ERROR;
+    if (rep != NULL) freeReplyObject(rep);
+  }
+  if (ok && r->url.db != 0) {
+    rep = redisCommand(ctx, "SELECT %d", r->url.db);
+    ok = rep != NULL && rep->type != REDIS_REPLY_ERROR;
+    if (rep != NULL) freeReplyObject(rep);
+  }
+  if (!ok) {
+    redisFree(ctx);
+    return -1;
+  }
+  r->dctx = ctx;
+  return 0;
+}
+
+int admit__redis_direct(admit_redis_t* r, admit__rreq_t* q,
+                        redisReply** reply, int* status) {
+  *reply = NULL;
+  if (r->pipeline_only || atomic_load(&r->connected) == 0 ||
+      atomic_load(&r->stopping))
+    return 0;
+  if (pthread_mutex_trylock(&r->dlock) != 0) return 0;
+  uint64_t now = admit_now_ns();
+  if (now >= q->deadline_ns) {
+    pthread_mutex_unlock(&r->dlock);
+    return 0;
+  }
+  if (r->dctx == NULL &&
+      (now < r->d_retry_at || direct_connect(r, q->deadline_ns - now) != 0)) {
+    /* Nothing was sent: the I/O thread can still take it. */
+    if (r->dctx == NULL && now >= r->d_retry_at)
+      r->d_retry_at = now + r->reconnect_min;
+    pthread_mutex_unlock(&r->dlock);
+    return 0;
+  }
+  redisContext* ctx = r->dctx;
+  redisReply* rep = NULL;
+  int st = 0;
+  for (;;) {
+    now = admit_now_ns();
+    if (now >= q->deadline_ns ||
+        redisSetTimeout(ctx, tv_of(q->deadline_ns - now)) != REDIS_OK ||
+        redisAppendFormattedCommand(ctx, q->cmd, q->len) != REDIS_OK) {
+      st = ADMIT_EUNAVAILABLE;
+      break;
+    }
+    COUNT(r, n_commands);
+    void* out = NULL;
+    if (redisGetReply(ctx, &out) != REDIS_OK || out == NULL) {
+      /* Timed out (EAGAIN) or lost: the outcome is unknown. */
+      if (ctx->err == REDIS_ERR_IO) COUNT(r, n_timeouts);
+      st = ADMIT_EUNAVAILABLE;
+      break;
+    }
+    COUNT(r, n_replies);
+    rep = out;
+    if (rep->type == REDIS_REPLY_ERROR && q->script >= 0 && q->reloads < 2 &&
+        starts(rep->str, rep->len, "NOSCRIPT")) {
+      /* Certainly not run: load the script, then send it again. */
+      freeReplyObject(rep);
+      rep = NULL;
+      q->reloads++;
+      COUNT(r, n_script_loads);
+      const admit__script_t* s = &r->scripts[q->script];
+      redisReply* lr = redisCommand(ctx, "SCRIPT LOAD %b", s->text, s->len);
+      if (lr == NULL) {
+        st = ADMIT_EUNAVAILABLE;
+        break;
+      }
+      freeReplyObject(lr);
+      continue;
+    }
+    break;
+  }
+  if (st < 0) {
+    if (rep != NULL) freeReplyObject(rep);
+    rep = NULL;
+    COUNT(r, n_failures);
+    direct_drop(r);
+  }
+  pthread_mutex_unlock(&r->dlock);
+  *reply = rep;
+  *status = st;
+  return 1;
+}
+
 /* --- public ----------------------------------------------------------------*/
 
 int admit__redis_submit(admit_redis_t* r, admit__rreq_t* q) {
@@ -960,6 +1106,9 @@ static int valid_prefix(const char* p) {
 }
 
 static void redis_destroy(admit_redis_t* r) {
+  if (r->dctx != NULL) redisFree(r->dctx);
+  pthread_mutex_destroy(&r->dlock);
+  pthread_mutex_destroy(&r->iplock);
   admit__redis_url_free(&r->url);
   pthread_mutex_destroy(&r->qlock);
   pthread_mutex_destroy(&r->first_lock);
@@ -1009,10 +1158,13 @@ int admit_redis_new(admit_redis_t** out, const admit_redis_options_t* opts) {
   r->heartbeat = o.heartbeat_ns ? o.heartbeat_ns : (uint64_t)ADMIT_SECOND;
   if (r->heartbeat < ADMIT_MILLISECOND) r->heartbeat = ADMIT_MILLISECOND;
   r->max_queue = o.max_queue ? o.max_queue : 65536;
+  r->pipeline_only = o.pipeline_only != 0;
   make_instance_id(r->instance_id);
   snprintf(r->beat_key, sizeof(r->beat_key), "%s:{instances}", r->prefix);
   atomic_init(&r->instances, 1);
   pthread_mutex_init(&r->qlock, NULL);
+  pthread_mutex_init(&r->dlock, NULL);
+  pthread_mutex_init(&r->iplock, NULL);
   pthread_mutex_init(&r->first_lock, NULL);
   pthread_cond_init(&r->first_cond, NULL);
   r->conns = admit__calloc(r->nconns, sizeof(conn_t));

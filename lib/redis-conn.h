@@ -53,6 +53,14 @@ void admit__rreq_unref(admit__rreq_t* q);
  * ADMIT_ECLOSED or ADMIT_EFULL and done() is never called. */
 int admit__redis_submit(admit_redis_t* r, admit__rreq_t* q);
 
+/* Runs @p q on the spare synchronous connection if it is free and usable,
+ * in the calling thread, within q->deadline_ns. Returns 1 if it ran, with
+ * *status 0 and *reply set (free it with freeReplyObject) or *status < 0
+ * (ADMIT_EUNAVAILABLE: outcome unknown); returns 0 if the caller should
+ * queue @p q to the I/O thread instead (nothing was sent). */
+int admit__redis_direct(admit_redis_t* r, admit__rreq_t* q,
+                        struct redisReply** reply, int* status);
+
 /* The key prefix (NUL-terminated) and its length. */
 const char* admit__redis_prefix(const admit_redis_t* r, size_t* len);
 

@@ -566,16 +566,15 @@ int admit_redis_limiter_acquire(admit_redis_limiter_t* l, const void* key,
   admit_decision_t d;
   uint64_t deadline = admit__deadline(admit_now_ns(), timeout_ns);
   for (;;) {
-    uint64_t now = admit_now_ns();
-    uint64_t left = deadline > now ? deadline - now : 0;
-    rc = decide_once(l, OP_TRY, key, keylen, cost, left ? left : 1, &d,
-                     NULL);
+    /* Each try is one round trip, bounded by the command timeout like any
+     * call; the timeout bounds the waiting between tries. */
+    rc = decide_once(l, OP_TRY, key, keylen, cost, ADMIT_FOREVER, &d, NULL);
     if (out != NULL && rc >= 0) *out = d;
     if (rc < 0 || d.allowed) return rc;
     /* Denied: sleep the reported retry_after plus a little jitter, if the
      * retry fits in what is left; else fail now, not at the deadline. */
-    now = admit_now_ns();
-    left = deadline > now ? deadline - now : 0;
+    uint64_t now = admit_now_ns();
+    uint64_t left = deadline > now ? deadline - now : 0;
     uint64_t wait = d.retry_after_ns;
     if (wait > left) return ADMIT_ETIMEDOUT;
     uint64_t jitter_cap = wait / 8 + ADMIT_MILLISECOND;

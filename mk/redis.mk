@@ -8,3 +8,9 @@ GEN_SRCS += $(O)/gen/redis-lua.c
 $(O)/gen/redis-lua.c: tools/embed-lua.sh lib/lua/_lib.lua $(REDIS_LUA)
 	@mkdir -p $(dir $@)
 	./tools/embed-lua.sh $@ lib/lua/_lib.lua $(REDIS_LUA)
+
+# `make bench` runs bench/bench-redis.c with the others (it starts its own
+# throwaway server through test/run-redis.sh); this runs it alone.
+.PHONY: bench-redis
+bench-redis: $(O)/bench/bench-redis
+	./test/run-redis.sh $(O)/bench/bench-redis

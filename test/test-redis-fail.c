@@ -14,8 +14,13 @@ static uint64_t slack(void) {
   return test_scale(200, 2000) * (uint64_t)ADMIT_MILLISECOND;
 }
 
+/* 1 while a test runs with every call through the I/O thread (the
+ * blocking calls otherwise mostly take the direct connection). */
+static int pipeline_only;
+
 static admit_redis_options_t fopts(const char* url) {
   admit_redis_options_t o = tr_opts(url, "t-fail");
+  o.pipeline_only = pipeline_only;
   o.command_timeout_ns = cmd_timeout();
   o.connect_timeout_ns = cmd_timeout();
   o.breaker_failures = 3;
@@ -451,6 +456,25 @@ static void test_fallback_share(void** state) {
   tserver_stop(&s);
 }
 
+/* The same failures with every call through the I/O thread. */
+#define PIPELINED(name)                        \
+  static void name##_pipelined(void** state) { \
+    pipeline_only = 1;                         \
+    name(state);                               \
+    pipeline_only = 0;                         \
+  }
+PIPELINED(test_refused_then_recovers)
+PIPELINED(test_killed_and_restarted_empty)
+PIPELINED(test_hung_server_breaker)
+PIPELINED(test_slow_server)
+PIPELINED(test_script_flush)
+
+static int reset_mode(void** state) {
+  (void)state;
+  pipeline_only = 0;
+  return 0;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_auth_acl_select),
@@ -460,6 +484,14 @@ int main(void) {
       cmocka_unit_test(test_slow_server),
       cmocka_unit_test(test_script_flush),
       cmocka_unit_test(test_fallback_share),
+      cmocka_unit_test_teardown(test_refused_then_recovers_pipelined,
+                                reset_mode),
+      cmocka_unit_test_teardown(test_killed_and_restarted_empty_pipelined,
+                                reset_mode),
+      cmocka_unit_test_teardown(test_hung_server_breaker_pipelined,
+                                reset_mode),
+      cmocka_unit_test_teardown(test_slow_server_pipelined, reset_mode),
+      cmocka_unit_test_teardown(test_script_flush_pipelined, reset_mode),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

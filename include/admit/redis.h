@@ -58,6 +58,13 @@ typedef struct admit_redis_options_s {
   uint32_t max_queue;           /**< Requests queued or in flight before
                                      calls fail with ADMIT_EFULL;
                                      0 = 65536. */
+  /**
+   * 1: every call goes through the I/O thread. By default a blocking call
+   * that finds the connection's spare synchronous connection free uses it
+   * directly (one round trip, no thread hand-off), which makes a lone
+   * caller as fast as a plain client; concurrent callers pipeline.
+   */
+  int pipeline_only;
 } admit_redis_options_t;
 
 /** States of the backend breaker, as admit_redis_stats_t reports them. */
@@ -254,8 +261,10 @@ ADMIT_EXTERN int admit_redis_limiter_reset(admit_redis_limiter_t* l,
  * try cannot fit in what is left of the timeout, returns ADMIT_ETIMEDOUT
  * at once instead of sleeping it out (@p out then says how long it would
  * have been). Returns ADMIT_REDIS_OK or ADMIT_REDIS_LOCAL when admitted,
- * or a negative code as admit_redis_limiter_try(). ADMIT_FOREVER waits as
- * long as needed. Blocks the calling thread.
+ * or a negative code as admit_redis_limiter_try(). The timeout bounds the
+ * waiting; each try is one round trip bounded by the command timeout (so
+ * a timeout of 0 tries once). ADMIT_FOREVER waits as long as needed.
+ * Blocks the calling thread.
  */
 ADMIT_EXTERN int admit_redis_limiter_acquire(admit_redis_limiter_t* l,
                                              const void* key, size_t keylen,

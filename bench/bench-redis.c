@@ -1,0 +1,298 @@
+/* Decisions per second through the Redis limiter, beside what the same
+ * server does with the same script without us:
+ *
+ *   1 caller (blocking)        vs a raw hiredis EVALSHA round trip
+ *   16 callers (threads)       vs redis-benchmark, 16 clients
+ *   async uv, 256 in flight    vs redis-benchmark, 50 clients x pipeline 16
+ *
+ * and the ratios against the targets of issue 4 (0.8, 0.7, 0.6). Without
+ * ADMIT_TEST_REDIS_URL it re-runs itself under test/run-redis.sh, which
+ * starts a throwaway server. */
+#include "bench.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <uv.h>
+
+#include "redis-limiter.h"
+
+#define NKEYS 1000
+#define PREFIX "bench"
+
+static double secs = 2.0;
+static admit_redis_t* conn;
+static admit_redis_limiter_t* lim;
+static char keys[NKEYS][16];
+
+/* --- raw hiredis -----------------------------------------------------------*/
+
+/* The exact command the limiter sends for a try of @p key. */
+static int build_argv(const char* key, char* kbuf, size_t cap,
+                      const char** argv, size_t* lens) {
+  int n = 0;
+  argv[n] = "EVALSHA";
+  lens[n++] = 7;
+  argv[n] = admit__redis_sha(conn, ADMIT__SCRIPT_LIMIT);
+  lens[n++] = 40;
+  argv[n] = "1";
+  lens[n++] = 1;
+  int klen = admit__redis_key(conn, key, strlen(key),
+                              admit__redis_limiter_name(lim), kbuf, cap);
+  argv[n] = kbuf;
+  lens[n++] = (size_t)klen;
+  argv[n] = "try";
+  lens[n++] = 3;
+  argv[n] = "";
+  lens[n++] = 0;
+  n += admit__redis_limiter_quota_args(lim, argv + n, lens + n);
+  argv[n] = "1";
+  lens[n++] = 1;
+  return n;
+}
+
+static double bench_raw(int port) {
+  redisContext* c = redisConnect("127.0.0.1", port);
+  if (c == NULL || c->err) return 0;
+  redisReply* r = redisCommand(c, "SELECT 15");
+  if (r != NULL) freeReplyObject(r);
+  const char* argv[64];
+  size_t lens[64];
+  char kbuf[256];
+  uint64_t n = 0;
+  double t0 = bench_now_s(), t;
+  do {
+    for (int i = 0; i < 100; i++) {
+      int argc = build_argv(keys[n % NKEYS], kbuf, sizeof(kbuf), argv, lens);
+      r = redisCommandArgv(c, argc, argv, lens);
+      if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        fprintf(stderr, "raw EVALSHA failed\n");
+        exit(1);
+      }
+      freeReplyObject(r);
+      n++;
+    }
+    t = bench_now_s();
+  } while (t - t0 < secs);
+  redisFree(c);
+  return (double)n / (t - t0);
+}
+
+/* --- blocking callers ------------------------------------------------------*/
+
+typedef struct worker_s {
+  double until;
+  uint64_t n;
+  uint64_t errors;
+  int id;
+} worker_t;
+
+static void* worker(void* arg) {
+  worker_t* w = arg;
+  admit_decision_t d;
+  uint64_t i = (uint64_t)w->id * 7919;
+  while (bench_now_s() < w->until) {
+    for (int k = 0; k < 20; k++) {
+      const char* key = keys[i++ % NKEYS];
+      if (admit_redis_limiter_try(lim, key, strlen(key), 1, &d) != 0)
+        w->errors++;
+      w->n++;
+    }
+  }
+  return NULL;
+}
+
+static double bench_threads(int nthreads) {
+  worker_t w[64];
+  pthread_t t[64];
+  double t0 = bench_now_s();
+  for (int i = 0; i < nthreads; i++) {
+    memset(&w[i], 0, sizeof(w[i]));
+    w[i].until = t0 + secs;
+    w[i].id = i;
+    pthread_create(&t[i], NULL, worker, &w[i]);
+  }
+  uint64_t n = 0, errors = 0;
+  for (int i = 0; i < nthreads; i++) {
+    pthread_join(t[i], NULL);
+    n += w[i].n;
+    errors += w[i].errors;
+  }
+  double el = bench_now_s() - t0;
+  if (errors) fprintf(stderr, "%llu errors\n", (unsigned long long)errors);
+  return (double)n / el;
+}
+
+/* --- async on a uv loop ----------------------------------------------------*/
+
+typedef struct async_s {
+  admit_redis_loop_t* lp;
+  double until;
+  uint64_t done;
+  uint64_t errors;
+  uint64_t in_flight;
+  uint64_t next;
+} async_t;
+
+static void on_done(void* ud, int status, const admit_decision_t* d);
+
+static void submit(async_t* a) {
+  const char* key = keys[a->next++ % NKEYS];
+  if (admit_redis_limiter_try_uv(lim, a->lp, key, strlen(key), 1, on_done,
+                                 a) == 0)
+    a->in_flight++;
+  else
+    a->errors++;
+}
+
+static void on_done(void* ud, int status, const admit_decision_t* d) {
+  (void)d;
+  async_t* a = ud;
+  a->in_flight--;
+  a->done++;
+  if (status != 0) a->errors++;
+  if (bench_now_s() < a->until) submit(a);
+}
+
+static double bench_async(int depth) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  async_t a;
+  memset(&a, 0, sizeof(a));
+  if (admit_redis_loop_new(&a.lp, &loop) != 0) return 0;
+  double t0 = bench_now_s();
+  a.until = t0 + secs;
+  for (int i = 0; i < depth; i++) submit(&a);
+  while (a.in_flight > 0) uv_run(&loop, UV_RUN_ONCE);
+  double el = bench_now_s() - t0;
+  admit_redis_loop_close(a.lp);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  if (a.errors) fprintf(stderr, "%llu errors\n", (unsigned long long)a.errors);
+  return (double)a.done / el;
+}
+
+/* --- redis-benchmark -------------------------------------------------------*/
+
+/* Runs redis-benchmark with the same EVALSHA (keys spread like ours) and
+ * returns its requests per second, or 0 if it is not installed. */
+static double bench_redis_benchmark(int port, int clients, int pipeline,
+                                    long requests) {
+  if (system("command -v redis-benchmark >/dev/null 2>&1") != 0) return 0;
+  const char* argv[64];
+  size_t lens[64];
+  char kbuf[256];
+  int argc = build_argv("__rand_int__", kbuf, sizeof(kbuf), argv, lens);
+  char cmd[2048];
+  int n = snprintf(cmd, sizeof(cmd),
+                   "redis-benchmark -h 127.0.0.1 -p %d --dbnum 15 -c %d -P %d "
+                   "-n %ld -r %d --csv",
+                   port, clients, pipeline, requests, NKEYS);
+  for (int i = 0; i < argc; i++)
+    n += snprintf(cmd + n, sizeof(cmd) - (size_t)n, " '%.*s'", (int)lens[i],
+                  argv[i]);
+  FILE* p = popen(cmd, "r");
+  if (p == NULL) return 0;
+  char line[512];
+  double rps = 0;
+  while (fgets(line, sizeof(line), p) != NULL) {
+    /* "name","rps",...: the first line whose second field is a number. */
+    char* c = strstr(line, "\",\"");
+    if (c != NULL && c[3] >= '0' && c[3] <= '9') rps = atof(c + 3);
+  }
+  pclose(p);
+  return rps;
+}
+
+static void ratio(const char* what, double ours, double base, double target) {
+  if (base <= 0) {
+    printf("%-44s   n/a (no baseline)\n", what);
+    return;
+  }
+  double r = ours / base;
+  printf("%-44s %6.2fx (target >= %.1fx) %s\n", what, r, target,
+         r >= target ? "ok" : "BELOW TARGET");
+}
+
+int main(int argc, char** argv) {
+  (void)argc;
+  if (getenv("ADMIT_TEST_REDIS_URL") == NULL) {
+    /* Start a throwaway server and run again under it. */
+    execl("test/run-redis.sh", "test/run-redis.sh", argv[0], (char*)NULL);
+    fprintf(stderr, "bench-redis: no ADMIT_TEST_REDIS_URL and no "
+                    "test/run-redis.sh: skipped\n");
+    return 0;
+  }
+  if (getenv("ADMIT_BENCH_SECONDS") != NULL)
+    secs = atof(getenv("ADMIT_BENCH_SECONDS"));
+  int port = atoi(getenv("ADMIT_TEST_REDIS_PORT"));
+  bench_go_multithreaded();
+  for (int i = 0; i < NKEYS; i++) snprintf(keys[i], sizeof(keys[i]), "%d", i);
+
+  admit_redis_options_t o;
+  memset(&o, 0, sizeof(o));
+  o.url = getenv("ADMIT_TEST_REDIS_URL");
+  o.prefix = PREFIX;
+  o.command_timeout_ns = 2 * (uint64_t)ADMIT_SECOND;
+  if (admit_redis_new(&conn, &o) != 0) {
+    fprintf(stderr, "bench-redis: cannot connect\n");
+    return 1;
+  }
+  admit_quota_t q;
+  admit_quota_parse(&q, ADMIT_TOKEN_BUCKET, "1000000/s", NULL);
+  admit_redis_limiter_options_t lo;
+  memset(&lo, 0, sizeof(lo));
+  lo.quota = &q;
+  lo.name = "gcra";
+  admit_redis_limiter_new(&lim, conn, &lo);
+
+  printf("Redis limiter, GCRA, %d keys, %.1f s per row\n", NKEYS, secs);
+  double raw = bench_raw(port);
+  bench_row("raw hiredis EVALSHA round trip", 1, 1e9 / raw, 0);
+  double one = bench_threads(1);
+  bench_row("admit_redis_limiter_try, blocking", 1, 1e9 / one, 1e9 / raw);
+  double rb16 = bench_redis_benchmark(port, 16, 1, (long)(120000 * secs));
+  if (rb16 > 0) bench_row("redis-benchmark EVALSHA, 16 clients", 16,
+                          16e9 / rb16, 0);
+  double sixteen = bench_threads(16);
+  bench_row("admit_redis_limiter_try, blocking", 16, 16e9 / sixteen,
+            rb16 > 0 ? 16e9 / rb16 : 0);
+  double rbp = bench_redis_benchmark(port, 50, 16, (long)(250000 * secs));
+  if (rbp > 0) bench_row("redis-benchmark EVALSHA, 50 clients x P16", 50,
+                         50e9 / rbp, 0);
+  double async = bench_async(256);
+  bench_row("admit_redis_limiter_try_uv, 256 in flight", 1, 1e9 / async,
+            rbp > 0 ? 1e9 / rbp : 0);
+  printf("\n");
+  ratio("1 caller / raw hiredis round trip", one, raw, 0.8);
+  ratio("16 callers / redis-benchmark 16 clients", sixteen, rb16, 0.7);
+  ratio("async 256 / redis-benchmark 50 x P16", async, rbp, 0.6);
+
+  admit_redis_limiter_free(lim);
+  admit_redis_free(conn);
+  redisContext* c = redisConnect("127.0.0.1", port);
+  if (c != NULL && !c->err) {
+    redisReply* r = redisCommand(c, "SELECT 15");
+    if (r != NULL) freeReplyObject(r);
+    /* Only our keys (redis-benchmark's share the prefix). */
+    for (;;) {
+      r = redisCommand(c, "SCAN 0 MATCH " PREFIX ":* COUNT 10000");
+      if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+          r->element[1]->elements == 0) {
+        if (r != NULL) freeReplyObject(r);
+        break;
+      }
+      for (size_t i = 0; i < r->element[1]->elements; i++) {
+        redisReply* k = r->element[1]->element[i];
+        redisReply* dr = redisCommand(c, "DEL %b", k->str, k->len);
+        if (dr != NULL) freeReplyObject(dr);
+      }
+      freeReplyObject(r);
+    }
+  }
+  if (c != NULL) redisFree(c);
+  return 0;
+}
