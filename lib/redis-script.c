@@ -5,7 +5,8 @@
 #include <string.h>
 
 /* The generated table is linked in only when the build generated it; a
- * build that compiles the lib sources directly (the fuzzers) has no scripts, and
+ * build that compiles the lib sources directly (the fuzzers) has no
+ * scripts, and
  * admit_redis_new() then reports ADMIT_ECONFIG. */
 #if defined(__has_include)
 #if __has_include("redis-lua.h")

@@ -213,7 +213,8 @@ static void test_vectors(void** state, uint64_t base) {
   (void)state;
   REDIS_OR_SKIP();
   int steps = (int)test_scale(400, 60);
-  if (getenv("ADMIT_TEST_STEPS") != NULL) steps = atoi(getenv("ADMIT_TEST_STEPS"));
+  const char* env = getenv("ADMIT_TEST_STEPS");
+  if (env != NULL) steps = atoi(env);
   for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
     rng_state = 0x9e3779b97f4a7c15u ^ (base * 31 + i);
     run_scenario(&scenarios[i], base, steps, (int)i);

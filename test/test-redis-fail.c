@@ -47,7 +47,8 @@ static int timed_try(admit_redis_limiter_t* l, const char* key,
   int rc = admit_redis_limiter_try(l, key, strlen(key), 1, d);
   uint64_t took = admit_now_ns() - t0;
   if (took > cmd_timeout() + slack())
-    fprintf(stderr, "call took %llu ms\n", (unsigned long long)(took / 1000000));
+    fprintf(stderr, "call took %llu ms\n",
+            (unsigned long long)(took / 1000000));
   assert_true(took <= cmd_timeout() + slack());
   return rc;
 }
@@ -405,7 +406,7 @@ static void test_script_flush(void** state) {
   tserver_stop(&s);
 }
 
-/* --- the fallback's share, from heartbeats ----------------------------------*/
+/* --- the fallback's share, from heartbeats ---------------------------------*/
 
 static void test_fallback_share(void** state) {
   (void)state;

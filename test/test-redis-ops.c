@@ -50,15 +50,15 @@ static void test_acquire_waits_for_retry_after(void** state) {
   /* Empty: the next unit comes about 100 ms later; acquire sleeps that
    * (plus a little jitter) and takes it. */
   uint64_t t0 = admit_now_ns();
-  assert_int_equal(admit_redis_limiter_acquire(l, "v", 1, 1, 3 * (uint64_t)ADMIT_SECOND,
-                                               &d),
+  assert_int_equal(admit_redis_limiter_acquire(l, "v", 1, 1,
+                                               3 * (uint64_t)ADMIT_SECOND, &d),
                    ADMIT_REDIS_OK);
   uint64_t took = admit_now_ns() - t0;
   assert_true(d.allowed);
   assert_true(took >= 50 * ADMIT_MILLISECOND);
   /* Several waiters share the refill: all get through, in time. */
-  assert_int_equal(admit_redis_limiter_acquire(l, "v", 1, 3, 3 * (uint64_t)ADMIT_SECOND,
-                                               &d),
+  assert_int_equal(admit_redis_limiter_acquire(l, "v", 1, 3,
+                                               3 * (uint64_t)ADMIT_SECOND, &d),
                    0);
   assert_true(d.allowed);
   admit_redis_limiter_free(l);
@@ -313,8 +313,8 @@ static void test_semaphore_acquire_waits(void** state) {
   pthread_t t;
   pthread_create(&t, NULL, releaser, &rel);
   uint64_t t0 = admit_now_ns();
-  assert_int_equal(admit_redis_semaphore_acquire(s, "w", 1, 1,
-                                                 5 * (uint64_t)ADMIT_SECOND, &l2, &d),
+  assert_int_equal(admit_redis_semaphore_acquire(
+                       s, "w", 1, 1, 5 * (uint64_t)ADMIT_SECOND, &l2, &d),
                    0);
   assert_true(d.allowed);
   assert_true(admit_now_ns() - t0 >= 100 * ADMIT_MILLISECOND);
@@ -363,6 +363,17 @@ static void test_semaphore_with_rate(void** state) {
   admit_redis_limiter_free(rate);
 }
 
+/* Every key the tests above left (limiter hashes, pauses, debts, lease
+ * sets, the heartbeat set) has an expiry: none can leak memory. */
+static void test_every_key_expires(void** state) {
+  (void)state;
+  REDIS_OR_SKIP();
+  redisContext* c = tr_shared_raw();
+  assert_non_null(c);
+  assert_true(tr_all_expire(c, "t-ops") >= 8);
+  redisFree(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_acquire_waits_for_retry_after),
@@ -372,6 +383,7 @@ int main(void) {
       cmocka_unit_test(test_semaphore_leases),
       cmocka_unit_test(test_semaphore_acquire_waits),
       cmocka_unit_test(test_semaphore_with_rate),
+      cmocka_unit_test(test_every_key_expires),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

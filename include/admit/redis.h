@@ -142,7 +142,7 @@ typedef enum admit_redis_policy_e {
   ADMIT_REDIS_FALLBACK = 2
 } admit_redis_policy_t;
 
-/** Return values of decisions besides errors (see admit_redis_limiter_try()). */
+/** Non-error results of decisions (see admit_redis_limiter_try()). */
 enum admit_redis_status_e {
   /** Redis decided. */
   ADMIT_REDIS_OK = 0,
