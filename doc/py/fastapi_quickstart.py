@@ -28,8 +28,13 @@ limit = RateLimit(
     clock=clock,  # tests only: a simulated clock
 )
 app = FastAPI(dependencies=[Depends(limit)])
-app.add_middleware(AdmissionMiddleware, max_in_flight=100, backlog=200)
-add_health_routes(app)
+
+# Pod admission (uvicorn's --limit-concurrency 100 --backlog 200): beyond
+# both, 503 at once. /health, /ready and /metrics read the same controller.
+admission = admit.AdmissionController(max_in_flight=100, backlog=200)
+app.add_middleware(AdmissionMiddleware, controller=admission)
+health = admit.Health().add(admission, "http")
+add_health_routes(app, health=health, metrics_path="/metrics")
 
 
 @app.post("/chat")
@@ -61,4 +66,11 @@ with TestClient(app) as client:
     clock.advance(20)                    # the next minute
     run(client, "alice", "/chat", 1)
     print("GET /health ->", client.get("/health").json())
-    print("GET /ready  ->", client.get("/ready").status_code)
+    r = client.get("/ready")
+    print("GET /ready  ->", r.status_code, r.json()["status"])
+    m = client.get("/metrics").text.splitlines()
+    print("GET /metrics -> (two of its lines)")
+    for line in m:
+        if line.startswith(("admit_admission_admitted_total",
+                            "admit_admission_limit")):
+            print("   ", line)
