@@ -634,15 +634,23 @@ static void on_resolved(uv_getaddrinfo_t* req, int status,
   r->resolving--;
   int current = rs->gen == c->gen && c->state == CONN_RESOLVING &&
                 !atomic_load(&r->stopping);
-  char ip[INET6_ADDRSTRLEN] = "";
-  if (status == 0 && res != NULL) {
-    if (res->ai_family == AF_INET)
-      inet_ntop(AF_INET, &((struct sockaddr_in*)res->ai_addr)->sin_addr, ip,
-                sizeof(ip));
-    else if (res->ai_family == AF_INET6)
-      inet_ntop(AF_INET6, &((struct sockaddr_in6*)res->ai_addr)->sin6_addr,
-                ip, sizeof(ip));
+  /* IPv4 addresses first (a server bound to 127.0.0.1 is common, and
+   * "localhost" often lists ::1 first); successive attempts rotate through
+   * the list, so one dead address does not hide the others. */
+  char addrs[8][INET6_ADDRSTRLEN];
+  int n = 0;
+  for (int fam = 0; fam < 2 && status == 0; fam++) {
+    for (struct addrinfo* a = res; a != NULL && n < 8; a = a->ai_next) {
+      if (fam == 0 && a->ai_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in*)a->ai_addr)->sin_addr,
+                  addrs[n++], INET6_ADDRSTRLEN);
+      else if (fam == 1 && a->ai_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6*)a->ai_addr)->sin6_addr,
+                  addrs[n++], INET6_ADDRSTRLEN);
+    }
   }
+  char ip[INET6_ADDRSTRLEN] = "";
+  if (n > 0) memcpy(ip, addrs[c->attempts % (uint32_t)n], sizeof(ip));
   if (res != NULL) uv_freeaddrinfo(res);
   admit__free(rs);
   if (!current) return;

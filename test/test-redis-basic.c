@@ -173,6 +173,28 @@ static void test_unix_socket(void** state) {
   redisFree(c);
 }
 
+/* A host name is resolved off the I/O thread ("localhost" may list ::1
+ * first while the server listens on 127.0.0.1 only). */
+static void test_host_name(void** state) {
+  (void)state;
+  REDIS_OR_SKIP();
+  char url[128];
+  snprintf(url, sizeof(url), "redis://localhost:%d/15", tr_shared_port());
+  admit_redis_options_t o = tr_opts(url, "t-host");
+  admit_redis_t* r = NULL;
+  assert_int_equal(admit_redis_new(&r, &o), 0);
+  int up = 0;
+  for (int i = 0; i < 100 && !up; i++) {
+    up = admit_redis_ping(r, ADMIT_SECOND) == 0;
+    if (!up) tr_sleep_ms(20);
+  }
+  assert_true(up);
+  admit_redis_free(r);
+  redisContext* c = tr_shared_raw();
+  tr_flush_prefix(c, "t-host");
+  redisFree(c);
+}
+
 typedef struct hammer_s {
   admit_redis_limiter_t* l;
   int n;
@@ -221,6 +243,7 @@ int main(void) {
       cmocka_unit_test(test_gcra_end_to_end),
       cmocka_unit_test(test_keys_and_hash_tags),
       cmocka_unit_test(test_unix_socket),
+      cmocka_unit_test(test_host_name),
       cmocka_unit_test(test_threads_share_connection),
   };
   return cmocka_run_group_tests(tests, tr_group_setup, NULL);

@@ -206,6 +206,41 @@ static void test_refused_then_recovers(void** state) {
   tserver_stop(&s);
 }
 
+/* The semaphore's policies: fail closed, or grant a local lease. */
+static void test_semaphore_policies(void** state) {
+  (void)state;
+  char url[128];
+  snprintf(url, sizeof(url), "redis://127.0.0.1:%d/0", tr_free_port());
+  admit_redis_options_t o = fopts(url);
+  admit_redis_t* r = NULL;
+  assert_int_equal(admit_redis_new(&r, &o), 0);
+  admit_redis_semaphore_options_t so;
+  memset(&so, 0, sizeof(so));
+  so.capacity = 1;
+  admit_redis_semaphore_t* closed = NULL;
+  assert_int_equal(admit_redis_semaphore_new(&closed, r, &so), 0);
+  so.on_failure = ADMIT_REDIS_FAIL_OPEN;
+  admit_redis_semaphore_t* open = NULL;
+  assert_int_equal(admit_redis_semaphore_new(&open, r, &so), 0);
+  admit_redis_lease_t lease;
+  admit_decision_t d;
+  assert_int_equal(admit_redis_semaphore_try(closed, "v", 1, 1, &lease, &d),
+                   ADMIT_EUNAVAILABLE);
+  assert_int_equal(admit_redis_semaphore_try(open, "v", 1, 1, &lease, &d),
+                   ADMIT_REDIS_LOCAL);
+  assert_true(d.allowed);
+  assert_true(lease.local);
+  /* A local lease needs no Redis to renew or release. */
+  assert_int_equal(admit_redis_semaphore_renew(open, "v", 1, &lease), 0);
+  assert_int_equal(admit_redis_semaphore_release(open, "v", 1, &lease), 0);
+  uint64_t held;
+  assert_int_equal(admit_redis_semaphore_held(open, "v", 1, &held),
+                   ADMIT_EUNAVAILABLE);
+  admit_redis_semaphore_free(closed);
+  admit_redis_semaphore_free(open);
+  admit_redis_free(r);
+}
+
 /* --- a server killed mid-run, restarted with empty memory ------------------*/
 
 typedef struct load_s {
@@ -480,6 +515,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_auth_acl_select),
       cmocka_unit_test(test_refused_then_recovers),
+      cmocka_unit_test(test_semaphore_policies),
       cmocka_unit_test(test_killed_and_restarted_empty),
       cmocka_unit_test(test_hung_server_breaker),
       cmocka_unit_test(test_slow_server),
