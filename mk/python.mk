@@ -23,7 +23,7 @@ check-python: python
 	./test/run-redis.sh $(PY_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider \
 	  test/python
 
-bench-python: python
+bench-python: deps python
 	./test/run-redis.sh $(PY_ENV) $(PYTHON) bench/bench_python.py
 
 bench: bench-python
