@@ -213,6 +213,10 @@ int admit__rcall_run(admit__rcall_t* c, uint64_t timeout_ns) {
 
 int admit__rcall_start(admit__rcall_t* c, int mode, admit_redis_loop_t* loop,
                        admit_redis_decision_cb cb, void* ud) {
+  if (mode == ADMIT__RCALL_UV && loop->closing) {
+    admit__rreq_unref(&c->req);
+    return ADMIT_ECLOSED;
+  }
   c->mode = mode;
   c->cb = cb;
   c->ud = ud;

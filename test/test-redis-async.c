@@ -99,6 +99,9 @@ static void test_uv_many_in_flight(void** state) {
                                                 on_decision, &t),
                      0);
   admit_redis_loop_close(lp);
+  assert_int_equal(admit_redis_limiter_try_uv(l, lp, "k2", 2, 1, on_decision,
+                                              &t),
+                   ADMIT_ECLOSED);
   assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
   assert_int_equal(t.calls, 50);
   assert_int_equal(t.allowed, 50);

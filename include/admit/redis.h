@@ -393,7 +393,8 @@ ADMIT_EXTERN void admit_redis_loop_close(admit_redis_loop_t* lp);
  * @p lp's loop thread with the outcome.
  *
  * Call on the loop's thread. Returns 0 if queued, or a negative code (then
- * @p cb is never called).
+ * @p cb is never called): ADMIT_ECLOSED once admit_redis_loop_close() was
+ * called, or as admit_redis_limiter_try_cb().
  */
 ADMIT_EXTERN int admit_redis_limiter_try_uv(admit_redis_limiter_t* l,
                                             admit_redis_loop_t* lp,
