@@ -95,6 +95,24 @@ static int admit_py_fast_keyed_try(admit_keyed_t* k, uint32_t tier,
 static int admit_py_fast_semaphore_try(admit_semaphore_t* s) {
   return admit_semaphore_try(s);
 }
+
+/* The same, releasing the GIL, for limiters on a Python clock: that clock's
+ * callback takes the GIL, possibly on another thread that holds a lock a
+ * fast path would wait for with the GIL held. */
+static int admit_py_limiter_hit(admit_limiter_t* l, uint64_t cost) {
+  return admit_py_fast_limiter_hit(l, cost);
+}
+
+static int admit_py_keyed_hit1(admit_keyed_t* k, const char* key,
+                               size_t keylen) {
+  return admit_py_fast_keyed_hit1(k, key, keylen);
+}
+
+static int admit_py_keyed_hit(admit_keyed_t* k, uint32_t tier,
+                              const char* key, size_t keylen,
+                              uint64_t cost) {
+  return admit_py_fast_keyed_hit(k, tier, key, keylen, cost);
+}
 """
 
 EXTRA_CDEF = """
@@ -109,6 +127,10 @@ int admit_py_fast_keyed_try(admit_keyed_t* k, uint32_t tier,
                             const char* key, size_t keylen, uint64_t cost,
                             admit_decision_t* d);
 int admit_py_fast_semaphore_try(admit_semaphore_t* s);
+int admit_py_limiter_hit(admit_limiter_t* l, uint64_t cost);
+int admit_py_keyed_hit1(admit_keyed_t* k, const char* key, size_t keylen);
+int admit_py_keyed_hit(admit_keyed_t* k, uint32_t tier, const char* key,
+                       size_t keylen, uint64_t cost);
 extern "Python" uint64_t admit_py_now_ns(void* ud);
 extern "Python" void admit_py_sleep_ns(void* ud, uint64_t ns);
 """

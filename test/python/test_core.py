@@ -325,3 +325,30 @@ async def test_keyed_async_acquire():
         return user
 
     assert await per_user("c") == "c"
+
+
+def test_python_clock_from_threads_does_not_deadlock(clock):
+    # A ManualClock is read through a Python callback that takes the GIL;
+    # with several threads using the limiter the C locks and the GIL must
+    # never wait on each other.
+    k = admit.KeyedLimiter("1000/second", clock=clock)
+    t = admit.TokenBucket("10/second;100/minute", clock=clock)
+    stop = threading.Event()
+
+    def worker(i):
+        while not stop.is_set():
+            k.hit("k%d" % (i % 3))
+            k.peek("k1")
+            k.refund("k2")
+            t.try_acquire()
+            clock.advance(0.001)
+
+    th = [threading.Thread(target=worker, args=(i,), daemon=True)
+          for i in range(4)]
+    for x in th:
+        x.start()
+    time.sleep(0.5)
+    stop.set()
+    for x in th:
+        x.join(5)
+    assert not any(x.is_alive() for x in th)

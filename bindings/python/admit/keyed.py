@@ -49,7 +49,8 @@ class KeyedLimiter:
     first); ``max_key_len`` bounds key size in bytes. Thread-safe.
     """
 
-    __slots__ = ("_p", "_tiers", "_names", "_quotas", "_clock",
+    __slots__ = ("_p", "_tiers", "_names", "_quotas", "_clock", "_try",
+                 "_hit1", "_hit",
                  "_max_keys", "__weakref__")
 
     def __init__(self, quotas: Union[RateSpec, Quota,
@@ -95,6 +96,16 @@ class KeyedLimiter:
         self._quotas = tuple(qs)
         self._clock = clock
         self._max_keys = max_keys
+        # Fast paths keep the GIL; on a Python clock they must not (the
+        # clock's callback may need the GIL on a thread holding a lock).
+        if clock is None:
+            self._try = lib.admit_py_fast_keyed_try
+            self._hit1 = lib.admit_py_fast_keyed_hit1
+            self._hit = lib.admit_py_fast_keyed_hit
+        else:
+            self._try = lib.admit_keyed_try
+            self._hit1 = lib.admit_py_keyed_hit1
+            self._hit = lib.admit_py_keyed_hit
 
     @property
     def tiers(self) -> Dict[str, Quota]:
@@ -147,7 +158,7 @@ class KeyedLimiter:
         k = key.encode() if type(key) is str else key_bytes(key)
         d = ffi.new("admit_decision_t*")
         try:
-            rc = lib.admit_py_fast_keyed_try(self._p, t, k, len(k), cost, d)
+            rc = self._try(self._p, t, k, len(k), cost, d)
         except (TypeError, OverflowError):
             positive_int(cost, "cost")
             raise
@@ -156,14 +167,12 @@ class KeyedLimiter:
         return Decision._from_c(d)
 
     def hit(self, key: Key, cost: int = 1,
-            tier: Union[None, str, int] = None,
-            _hit1: Any = lib.admit_py_fast_keyed_hit1,
-            _hit: Any = lib.admit_py_fast_keyed_hit) -> bool:
+            tier: Union[None, str, int] = None) -> bool:
         """Like :meth:`try_acquire` but returns only whether it was allowed
         (the fast path: no Decision is built)."""
         if cost == 1 and tier is None and type(key) is str:
             k = key.encode()
-            rc = _hit1(self._p, k, len(k))
+            rc = self._hit1(self._p, k, len(k))
             if rc > 0:
                 return True
             if rc == 0:
@@ -174,7 +183,7 @@ class KeyedLimiter:
             t = self._tier(tier)
         k = key.encode() if type(key) is str else key_bytes(key)
         try:
-            rc = _hit(self._p, t, k, len(k), cost)
+            rc = self._hit(self._p, t, k, len(k), cost)
         except (TypeError, OverflowError):
             positive_int(cost, "cost")
             raise

@@ -99,7 +99,7 @@ class Limiter:
     :class:`TokenBucket`, :class:`FixedWindow` and :class:`SlidingWindow`.
     """
 
-    __slots__ = ("_p", "_quota", "_clock", "__weakref__")
+    __slots__ = ("_p", "_quota", "_clock", "_try", "_hit", "__weakref__")
 
     def __init__(self, rate: Union[RateSpec, Quota],
                  algorithm: Union[Algorithm, str] = Algorithm.TOKEN_BUCKET,
@@ -111,6 +111,14 @@ class Limiter:
         self._p = ffi.gc(pp[0], lib.admit_limiter_free)
         self._quota = quota
         self._clock = clock
+        # Fast paths keep the GIL; on a Python clock they must not (the
+        # clock's callback may need the GIL on a thread holding a lock).
+        if clock is None:
+            self._try = lib.admit_py_fast_limiter_try
+            self._hit = lib.admit_py_fast_limiter_hit
+        else:
+            self._try = lib.admit_limiter_try
+            self._hit = lib.admit_py_limiter_hit
 
     @property
     def quota(self) -> Quota:
@@ -126,7 +134,7 @@ class Limiter:
         """
         d = ffi.new("admit_decision_t*")
         try:
-            rc = lib.admit_py_fast_limiter_try(self._p, cost, d)
+            rc = self._try(self._p, cost, d)
         except (TypeError, OverflowError):
             positive_int(cost, "cost")
             raise
@@ -134,12 +142,11 @@ class Limiter:
             self._bad_cost(cost, rc)
         return Decision._from_c(d)
 
-    def hit(self, cost: int = 1, _hit: Any = lib.admit_py_fast_limiter_hit) \
-            -> bool:
+    def hit(self, cost: int = 1) -> bool:
         """Like :meth:`try_acquire` but returns only whether it was allowed
         (the fast path: no Decision is built)."""
         try:
-            rc = _hit(self._p, cost)
+            rc = self._hit(self._p, cost)
         except (TypeError, OverflowError):
             positive_int(cost, "cost")
             raise
