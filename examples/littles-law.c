@@ -131,7 +131,7 @@ static void admission_run(void) {
   admit_admission_t* a;
   now_ns = 0;
   if (admit_admission_new(&a, &o) < 0) exit(1);
-  uint64_t rejected = 0;
+  uint64_t rejected = 0, first_refusal = 0;
   for (uint64_t i = 0; i < REQS || fifo_head < fifo_tail;) {
     uint64_t arrival = i * (ADMIT_SECOND / 2500);
     int done = fifo_head < fifo_tail &&
@@ -146,13 +146,15 @@ static void admission_run(void) {
       int rc = admit_admission_enter_async(a, 1, &permits[i], on_admitted,
                                            (void*)(uintptr_t)i);
       if (rc == 1) start(i);
-      if (rc < 0) rejected++;
+      if (rc < 0 && rejected++ == 0) first_refusal = now_ns;
       i++;
     }
   }
   printf("  %d arrived in 2 s: %llu admitted, %llu refused at once (503)\n",
          REQS, (unsigned long long)admitted,
          (unsigned long long)rejected);
+  printf("  first refusal at t=%.2fs, when the backlog had filled\n",
+         first_refusal / 1e9);
   printf("  all served by t=%.2fs: %.0f per second\n", now_ns / 1e9,
          admitted / (now_ns / 1e9));
   printf("  queue wait: mean %.1f ms, max %.1f ms\n",
