@@ -8,6 +8,7 @@ from starlette.testclient import TestClient
 clock = admit.ManualClock(start=1000.0)  # 40 s into a minute
 
 # [app]
+import admit
 from fastapi import Depends, FastAPI, Request
 from admit.fastapi import (AdmissionMiddleware, RateLimit, add_health_routes,
                            by_header)
