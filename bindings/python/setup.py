@@ -17,7 +17,6 @@ setup(
     packages=["admit"],
     package_data={"admit": ["py.typed"]},
     python_requires=">=3.9",
-    setup_requires=["cffi>=1.12"],
     install_requires=["cffi>=1.12"],
     cffi_modules=["admit_build.py:ffibuilder"],
     zip_safe=False,
