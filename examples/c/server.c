@@ -62,6 +62,7 @@ struct conn_s {
   char method[8], path[256], client[KEY_MAX], peer[KEY_MAX];
   size_t body_len;
   int keep_alive;
+  char limit_headers[160]; /* RateLimit-* of this request, if checked */
   admit_admission_permit_t adm;
   int adm_held;
   atomic_int adm_done; /* set by the admission callback */
@@ -141,7 +142,8 @@ static const char* reason(int code) {
 static void on_written(uv_write_t* w, int status);
 
 /* Ends the request: leaves admission (the request's work is done) and
- * writes the response. @p headers are extra lines, each ending in CRLF. */
+ * writes the response. @p headers are extra lines, each ending in CRLF;
+ * the client's RateLimit headers go on every answer to a limited path. */
 static void reply(conn_t* c, int code, const char* headers, const char* body) {
   server_t* s = c->srv;
   if (c->adm_held) {
@@ -150,12 +152,13 @@ static void reply(conn_t* c, int code, const char* headers, const char* body) {
                           ? ADMIT_OUTCOME_FAILURE : ADMIT_OUTCOME_SUCCESS);
   }
   if (s->draining) c->keep_alive = 0;
-  size_t blen = strlen(body), cap = blen + strlen(headers) + 256;
+  size_t blen = strlen(body), cap = blen + strlen(headers) + 416;
   c->out = malloc(cap);
   if (c->out == NULL) { conn_close(c); return; }
   int n = snprintf(c->out, cap, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n"
-                   "Connection: %s\r\n%s\r\n%s", code, reason(code), blen,
-                   c->keep_alive ? "keep-alive" : "close", headers, body);
+                   "Connection: %s\r\n%s%s\r\n%s", code, reason(code), blen,
+                   c->keep_alive ? "keep-alive" : "close", c->limit_headers,
+                   headers, body);
   c->state = C_WRITE;
   uv_buf_t b = uv_buf_init(c->out, (unsigned)n);
   if (uv_write(&c->wr, (uv_stream_t*)&c->tcp, &b, 1, on_written) < 0) {
@@ -336,18 +339,17 @@ static void handle(conn_t* c) {
     return;
   }
   const admit_rate_t* r = &s->client_quota.rates[d.limiting];
-  char headers[256];
-  int n = snprintf(headers, sizeof(headers),
-                   "RateLimit-Policy: \"client\";q=%llu;w=%llu\r\n"
-                   "RateLimit: \"client\";r=%llu;t=%llu\r\n",
-                   (unsigned long long)r->count, ceil_s(r->period_ns),
-                   (unsigned long long)d.remaining,
-                   ceil_s(d.reset_after_ns));
+  snprintf(c->limit_headers, sizeof(c->limit_headers),
+           "RateLimit-Policy: \"client\";q=%llu;w=%llu\r\n"
+           "RateLimit: \"client\";r=%llu;t=%llu\r\n",
+           (unsigned long long)r->count, ceil_s(r->period_ns),
+           (unsigned long long)d.remaining, ceil_s(d.reset_after_ns));
   if (!d.allowed) {
+    char retry[48];
     s->limited++;
-    snprintf(headers + n, sizeof(headers) - (size_t)n,
-             "Retry-After: %llu\r\n", ceil_s(d.retry_after_ns));
-    reply(c, 429, headers, "rate limited\n");
+    snprintf(retry, sizeof(retry), "Retry-After: %llu\r\n",
+             ceil_s(d.retry_after_ns));
+    reply(c, 429, retry, "rate limited\n");
     return;
   }
   /* 2. Admission: run now, wait in the backlog, or 503 at once. */
@@ -362,6 +364,7 @@ static void handle(conn_t* c) {
   } else {
     /* Not served: the client's unit is given back. */
     admit_keyed_refund(s->clients, 0, c->client, klen, 1);
+    c->limit_headers[0] = '\0';
     reply(c, 503, "Retry-After: 1\r\n", "overloaded: admission full\n");
   }
 }
@@ -437,6 +440,7 @@ static int parse(conn_t* c) {
 static void serve_next(conn_t* c) {
   int rc = parse(c);
   if (rc == 0) return;
+  c->limit_headers[0] = '\0';
   if (rc == 1) {
     handle(c);
     return;
@@ -514,24 +518,29 @@ static void on_drain_timeout(uv_timer_t* t) {
 }
 
 /* SIGTERM: stop accepting, close idle connections, let the others finish
- * their request (at most 10 s), then the loop runs out of handles. */
+ * their request (at most 10 s; a second signal: at once), then the loop
+ * runs out of handles. */
 static void on_signal(uv_signal_t* sig, int signum) {
   server_t* s = sig->data;
   (void)signum;
-  if (s->draining) return;
+  if (s->draining) {
+    on_drain_timeout(&s->drain);
+    return;
+  }
   s->draining = 1;
   printf("shutting down\n");
   fflush(stdout);
   uv_close((uv_handle_t*)&s->listener, NULL);
-  uv_close((uv_handle_t*)&s->sigterm, NULL);
-  uv_close((uv_handle_t*)&s->sigint, NULL);
   uv_close((uv_handle_t*)&s->sweep, NULL);
   for (conn_t *c = s->conns, *next; c != NULL; c = next) {
     next = c->next;
     if (c->state == C_READ) conn_close(c);
   }
   uv_timer_start(&s->drain, on_drain_timeout, 10000, 0);
-  uv_unref((uv_handle_t*)&s->drain); /* does not keep the loop alive */
+  /* These stay active but no longer keep the loop alive. */
+  uv_unref((uv_handle_t*)&s->drain);
+  uv_unref((uv_handle_t*)&s->sigterm);
+  uv_unref((uv_handle_t*)&s->sigint);
 }
 
 static int fail(const char* what, const char* why) {
@@ -658,7 +667,11 @@ int main(void) {
       uv_timer_init(&s->loop, &s->drain);
     }
     uv_run(&s->loop, UV_RUN_DEFAULT);
-    if (rc == 0) uv_close((uv_handle_t*)&s->drain, NULL);
+    if (rc == 0) {
+      uv_close((uv_handle_t*)&s->drain, NULL);
+      uv_close((uv_handle_t*)&s->sigterm, NULL);
+      uv_close((uv_handle_t*)&s->sigint, NULL);
+    }
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_loop_close(&s->loop);
   }
