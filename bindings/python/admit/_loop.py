@@ -75,6 +75,7 @@ class Notifier:
     def _on_readable(self) -> None:
         buf = self._buf
         drain = lib.admit_notify_drain
+        done = 0
         while True:
             k = drain(self.ptr, buf, 64)
             for i in range(k):
@@ -95,6 +96,14 @@ class Notifier:
                     w.on_grant_lost(w)
             if k < 64:
                 return
+            done += k
+            if done >= 1024:
+                # Let other callbacks run; the rest stays queued in C (the
+                # descriptor was reset, so come back by call_soon).
+                loop = self._loop()
+                if loop is not None and not loop.is_closed():
+                    loop.call_soon(self._on_readable)
+                    return
 
     def close(self) -> None:
         """Frees the queue if no wait can still post to it."""
