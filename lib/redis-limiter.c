@@ -142,7 +142,7 @@ int admit_redis_limiter_new(admit_redis_limiter_t** out, admit_redis_t* r,
   l->fallback_max_keys =
       opts->fallback_max_keys ? opts->fallback_max_keys : 65536;
   if (opts->name != NULL) {
-    if (!valid_name(opts->name)) {
+    if (strlen(opts->name) > 64 || !valid_name(opts->name)) {
       admit__free(l);
       return ADMIT_EINVAL;
     }

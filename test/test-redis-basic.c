@@ -133,6 +133,15 @@ static void test_keys_and_hash_tags(void** state) {
   lo.name = "bad{name}";
   admit_redis_limiter_t* l2 = NULL;
   assert_int_equal(admit_redis_limiter_new(&l2, r, &lo), ADMIT_EINVAL);
+  char longname[66];
+  memset(longname, 'n', 65);
+  longname[65] = '\0';
+  lo.name = longname;
+  assert_int_equal(admit_redis_limiter_new(&l2, r, &lo), ADMIT_EINVAL);
+  longname[64] = '\0';
+  assert_int_equal(admit_redis_limiter_new(&l2, r, &lo), 0);
+  admit_redis_limiter_free(l2);
+  l2 = NULL;
   lo.name = NULL;
   lo.quota = NULL;
   assert_int_equal(admit_redis_limiter_new(&l2, r, &lo), ADMIT_EINVAL);
