@@ -281,3 +281,17 @@ def test_fastapi_on_redis_shares_across_apps(redis_url):
     t = int(r.headers["RateLimit"].rsplit("=", 1)[1])
     assert 1 <= t <= 3600
     assert r.headers["Retry-After"] == str(t)
+
+
+async def test_close_refuses_while_decisions_are_in_flight(redis_url):
+    r = admit.Redis(redis_url)
+    lim = admit.RedisLimiter(r, "100/s", name=name())
+    task = asyncio.ensure_future(lim.try_acquire_async("k"))
+    await asyncio.sleep(0)
+    if not task.done():
+        with pytest.raises(admit.AdmitError) as e:
+            r.close()
+        assert e.value.name == "ADMIT_EBUSY"
+    assert (await task).allowed
+    r.close()
+    assert "closed" in repr(r)

@@ -21,7 +21,7 @@ from ._admit import ffi, lib
 from ._loop import ABANDONED, GRANTED, WAITING, Waiter, notifier
 from ._util import NS, U64_MAX, check, key_bytes, nonneg_int, positive_int, \
     seconds_to_ns, text, timeout_ns
-from .errors import Closed, RateLimited, error_for
+from .errors import AdmitError, Closed, RateLimited, error_for
 from .limiter import Decision
 from .rates import Algorithm, Quota, RateSpec, quota_of
 
@@ -163,9 +163,13 @@ class Redis:
 
     def close(self) -> None:
         """Frees every limiter and semaphore made on this connection, then
-        the connection. Idempotent."""
+        the connection. Idempotent. Raises :class:`admit.AdmitError`
+        (``ADMIT_EBUSY``) while asynchronous decisions are in flight."""
         if self._p is None:
             return
+        if any(getattr(c, "_inflight", 0) for c in list(self._children)):
+            raise AdmitError(lib.ADMIT_EBUSY, "asynchronous decisions are "
+                             "still in flight on this connection")
         for child in list(self._children):
             child._close()
         self._finalizer()
