@@ -201,7 +201,7 @@ async def test_global_stage_in_redis_and_pause_across_pods():
     prefix = "g" + uuid.uuid4().hex[:8]
     pods = []
     for _ in range(2):
-        r = admit.Redis(url, prefix=prefix)
+        r = admit.Redis(url, prefix=prefix, command_timeout=2.0)
         lim = admit.RedisLimiter(r, "1000/second", name="vendor")
         pods.append((r, admit.Guard("vendor", global_limiter=lim,
                                     global_key="openai",

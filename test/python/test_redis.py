@@ -19,7 +19,9 @@ from admit.fastapi import RateLimit
 
 @pytest.fixture
 def redis(redis_url):
-    r = admit.Redis(redis_url, prefix="t" + uuid.uuid4().hex[:8])
+    # A generous command timeout: the suite runs on loaded CI machines.
+    r = admit.Redis(redis_url, prefix="t" + uuid.uuid4().hex[:8],
+                    command_timeout=2.0)
     yield r
     r.close()
 
@@ -71,7 +73,7 @@ def test_fixed_and_sliding_windows_in_redis(redis):
 
 def test_two_connections_share_the_limit(redis, redis_url):
     n = name()
-    other = admit.Redis(redis_url, prefix=redis.prefix)
+    other = admit.Redis(redis_url, prefix=redis.prefix, command_timeout=2.0)
     try:
         a = admit.RedisLimiter(redis, "4/minute", name=n)
         b = admit.RedisLimiter(other, "4/minute", name=n)
@@ -109,7 +111,8 @@ async def test_loop_keeps_ticking_while_1000_wait():
     url = os.environ.get("ADMIT_TEST_REDIS_URL")
     if not url:
         pytest.skip("ADMIT_TEST_REDIS_URL is not set")
-    redis = admit.Redis(url, prefix="hb" + uuid.uuid4().hex[:6])
+    redis = admit.Redis(url, prefix="hb" + uuid.uuid4().hex[:6],
+                        command_timeout=5.0)
     lim = admit.RedisLimiter(redis, "500/second", burst=50, name=name())
     gaps = []
     stop = False
@@ -151,7 +154,7 @@ async def test_cancelled_async_decision_is_refunded(redis):
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     # Refunds run in worker threads: give them a moment.
-    for _ in range(100):
+    for _ in range(500):
         if lim.peek("k").remaining == 3:
             break
         await asyncio.sleep(0.01)
@@ -200,7 +203,7 @@ def test_failure_policies_when_redis_is_down():
 
 
 def test_closed_connection_refuses(redis_url):
-    r = admit.Redis(redis_url)
+    r = admit.Redis(redis_url, command_timeout=2.0)
     lim = admit.RedisLimiter(r, "1/s", name=name())
     r.close()
     r.close()
@@ -265,7 +268,9 @@ def test_fastapi_on_redis_shares_across_apps(redis_url):
     ns = name()
     a = TestClient(app_with(RateLimit("3/hour", backend=redis_url,
                                       namespace=ns)))
-    b = TestClient(app_with(RateLimit("3/hour", backend=redis_url,
+    # The second "pod" passes its own connection (a longer timeout).
+    conn = admit.Redis(redis_url, command_timeout=2.0)
+    b = TestClient(app_with(RateLimit("3/hour", backend=conn,
                                       namespace=ns)))
     h = {"X-Forwarded-For": "ignored"}
     codes = [a.get("/chat", headers=h).status_code,
@@ -284,7 +289,7 @@ def test_fastapi_on_redis_shares_across_apps(redis_url):
 
 
 async def test_close_refuses_while_decisions_are_in_flight(redis_url):
-    r = admit.Redis(redis_url)
+    r = admit.Redis(redis_url, command_timeout=2.0)
     lim = admit.RedisLimiter(r, "100/s", name=name())
     task = asyncio.ensure_future(lim.try_acquire_async("k"))
     await asyncio.sleep(0)
