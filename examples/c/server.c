@@ -249,6 +249,14 @@ static void handle_admitted(conn_t* c) {
   reply(c, 200, "Content-Type: application/json\r\n", body);
 }
 
+/* 503 for a request the pod had no room for; the client's unit is given
+ * back, since it was not served. */
+static void refuse_overloaded(conn_t* c, const char* why) {
+  admit_keyed_refund(c->srv->clients, 0, c->client, strlen(c->client), 1);
+  c->limit_headers[0] = '\0';
+  reply(c, 503, "Retry-After: 1\r\n", why);
+}
+
 /* The admission controller's callback (any thread): wake the loop. */
 static void on_admission(void* ud, uint64_t ticket, int status) {
   (void)ticket;
@@ -264,7 +272,7 @@ static void on_wake(uv_async_t* a) {
     guard_drive(c);
   } else if (c->state == C_ADMISSION && atomic_load(&c->adm_done)) {
     if (c->adm.status != 0) {
-      reply(c, 503, "Retry-After: 1\r\n", "overloaded: shed\n");
+      refuse_overloaded(c, "overloaded: shed\n");
       return;
     }
     c->adm_held = 1;
@@ -362,10 +370,7 @@ static void handle(conn_t* c) {
   } else if (rc == 0) {
     c->state = C_ADMISSION; /* on_admission will wake us */
   } else {
-    /* Not served: the client's unit is given back. */
-    admit_keyed_refund(s->clients, 0, c->client, klen, 1);
-    c->limit_headers[0] = '\0';
-    reply(c, 503, "Retry-After: 1\r\n", "overloaded: admission full\n");
+    refuse_overloaded(c, "overloaded: admission full\n");
   }
 }
 
@@ -456,7 +461,7 @@ static void on_written(uv_write_t* w, int status) {
   free(c->out);
   c->out = NULL;
   if (c->closing) return;
-  if (status < 0 || !c->keep_alive) {
+  if (status < 0 || !c->keep_alive || c->srv->draining) {
     conn_close(c);
     return;
   }
