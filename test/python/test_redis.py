@@ -300,3 +300,30 @@ async def test_close_refuses_while_decisions_are_in_flight(redis_url):
     assert (await task).allowed
     r.close()
     assert "closed" in repr(r)
+
+
+def test_fastapi_redis_down_fail_closed_is_503_fail_open_passes():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    down = admit.Redis("redis://127.0.0.1:%d/0" % port, connect_timeout=0.05,
+                       command_timeout=0.05)
+
+    def app_with(limit):
+        app = FastAPI(dependencies=[Depends(limit)])
+
+        @app.get("/chat")
+        async def chat():
+            return {"ok": True}
+        return app
+
+    closed = TestClient(app_with(RateLimit("3/hour", backend=down)))
+    r = closed.get("/chat")
+    assert r.status_code == 503
+    assert r.headers["Retry-After"] == "1"
+    assert r.json() == {"detail": "Rate limiter unavailable"}
+    opened = TestClient(app_with(RateLimit("3/hour", backend=down,
+                                           on_failure="fail_open")))
+    assert [opened.get("/chat").status_code for _ in range(5)] == [200] * 5
+    down.close()
