@@ -405,7 +405,6 @@ def test_sigterm_finishes_requests_in_flight(start):
     assert json.loads(body)["vendor"] == "ok"
     assert idle.recv(1) == b""  # idle connections are closed
     idle.close()
-    s.proc.send_signal(signal.SIGTERM)  # nothing left to force
     s.stopped = True
     try:
         out, _ = s.proc.communicate(timeout=WAIT_S)
@@ -413,6 +412,25 @@ def test_sigterm_finishes_requests_in_flight(start):
         s.fail("did not stop")
     if s.proc.returncode != 0 or not out.endswith("shutting down\nbye\n"):
         s.fail("unclean exit after draining: %r" % out)
+
+
+def test_second_signal_closes_everything(start):
+    s = start(VENDOR_LATENCY_MS=60000)
+    sk = socket.create_connection(("127.0.0.1", s.port), timeout=WAIT_S)
+    sk.sendall(b"GET /vendor HTTP/1.1\r\n\r\n")
+    s.wait_metrics(guard_in_flight=1)
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.stdout.readline() == "shutting down\n"
+    s.proc.send_signal(signal.SIGTERM)  # do not wait for the call
+    s.stopped = True
+    try:
+        out, _ = s.proc.communicate(timeout=WAIT_S)
+    except subprocess.TimeoutExpired:
+        s.fail("did not stop on the second signal")
+    if s.proc.returncode != 0 or out != "bye\n":
+        s.fail("unclean exit: %r" % out)
+    assert sk.recv(1) == b""  # closed without an answer
+    sk.close()
 
 
 @pytest.mark.skipif(not REDIS_URL, reason="needs ADMIT_TEST_REDIS_URL "
