@@ -9,6 +9,7 @@ key in another.
 import asyncio
 import functools
 import time
+import weakref
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, \
     NamedTuple, Optional, TypeVar, Union
 
@@ -35,6 +36,28 @@ class KeyedStats(NamedTuple):
     bytes: int
 
 
+def _fast_hit(fn: Any, p: Any, ref: Any) -> Callable[..., bool]:
+    def hit(key: Any, cost: int = 1, tier: Any = None) -> bool:
+        if cost == 1 and tier is None:
+            try:
+                k = key.encode()
+            except AttributeError:
+                return KeyedLimiter.hit(ref(), key, cost, tier)
+            rc = fn(p, k, len(k))
+            if rc > 0:
+                return True
+            if rc == 0:
+                return False
+            ref()._fail(key, cost, 0, rc)
+        return KeyedLimiter.hit(ref(), key, cost, tier)
+    hit.__doc__ = KeyedLimiter_hit_doc
+    return hit
+
+
+KeyedLimiter_hit_doc = """hit(key, cost=1, tier=None) -> bool: whether ``cost`` units for
+``key`` were admitted (and consumed). The fast path of try_acquire."""
+
+
 class KeyedLimiter:
     """Many limiters addressed by key, each created on first use.
 
@@ -49,9 +72,8 @@ class KeyedLimiter:
     first); ``max_key_len`` bounds key size in bytes. Thread-safe.
     """
 
-    __slots__ = ("_p", "_tiers", "_names", "_quotas", "_clock", "_try",
-                 "_hit1", "_hit",
-                 "_max_keys", "__weakref__")
+    # No __slots__: each instance gets its own ``hit`` closure (see
+    # _fast_hit), which shadows the method below.
 
     def __init__(self, quotas: Union[RateSpec, Quota,
                                      Mapping[str, Union[RateSpec, Quota]]],
@@ -106,6 +128,10 @@ class KeyedLimiter:
             self._try = lib.admit_keyed_try
             self._hit1 = lib.admit_py_keyed_hit1
             self._hit = lib.admit_py_keyed_hit
+        # The commonest call, hit(str) on the first tier at cost 1, as a
+        # closure: no bound method, no attribute lookups. It holds the
+        # limiter only weakly, so the object is freed by reference count.
+        self.hit = _fast_hit(self._hit1, self._p, weakref.ref(self))
 
     @property
     def tiers(self) -> Dict[str, Quota]:
@@ -170,14 +196,6 @@ class KeyedLimiter:
             tier: Union[None, str, int] = None) -> bool:
         """Like :meth:`try_acquire` but returns only whether it was allowed
         (the fast path: no Decision is built)."""
-        if cost == 1 and tier is None and type(key) is str:
-            k = key.encode()
-            rc = self._hit1(self._p, k, len(k))
-            if rc > 0:
-                return True
-            if rc == 0:
-                return False
-            self._fail(key, cost, 0, rc)
         t = self._tiers.get(tier)
         if t is None:
             t = self._tier(tier)

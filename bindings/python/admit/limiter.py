@@ -9,6 +9,7 @@ its reservation back. Nothing ever sleeps on the event loop's thread.
 import asyncio
 import functools
 import time
+import weakref
 from typing import Any, Awaitable, Callable, Optional, TypeVar, Union
 
 from ._admit import ffi, lib
@@ -92,6 +93,24 @@ class Decision:
                    self.retry_after, self.reset_after))
 
 
+def _fast_hit(fn: Any, p: Any, ref: Any) -> Callable[..., bool]:
+    def hit(cost: int = 1) -> bool:
+        try:
+            rc = fn(p, cost)
+        except (TypeError, OverflowError):
+            positive_int(cost, "cost")
+            raise
+        if rc > 0:
+            return True
+        if rc == 0:
+            return False
+        ref()._bad_cost(cost, rc)
+        raise AssertionError("unreachable")
+    hit.__doc__ = """hit(cost=1) -> bool: whether ``cost`` units were admitted
+(and consumed). The fast path of try_acquire."""
+    return hit
+
+
 class Limiter:
     """An in-process limiter enforcing one :class:`admit.Quota`.
 
@@ -99,7 +118,8 @@ class Limiter:
     :class:`TokenBucket`, :class:`FixedWindow` and :class:`SlidingWindow`.
     """
 
-    __slots__ = ("_p", "_quota", "_clock", "_try", "_hit", "__weakref__")
+    # No __slots__: each instance gets its own ``hit`` closure (see
+    # _fast_hit), which shadows the method below.
 
     def __init__(self, rate: Union[RateSpec, Quota],
                  algorithm: Union[Algorithm, str] = Algorithm.TOKEN_BUCKET,
@@ -119,6 +139,7 @@ class Limiter:
         else:
             self._try = lib.admit_limiter_try
             self._hit = lib.admit_py_limiter_hit
+        self.hit = _fast_hit(self._hit, self._p, weakref.ref(self))
 
     @property
     def quota(self) -> Quota:
