@@ -23,7 +23,7 @@
 #define NKEYS 1000
 #define PREFIX "bench"
 
-static double secs = 2.0;
+static double secs = 3.0;
 static admit_redis_t* conn;
 static admit_redis_limiter_t* lim;
 static char keys[NKEYS][16];
@@ -54,20 +54,42 @@ static int build_argv(const char* key, char* kbuf, size_t cap,
   return n;
 }
 
-static double bench_raw(int port) {
-  redisContext* c = redisConnect("127.0.0.1", port);
-  if (c == NULL || c->err) return 0;
-  redisReply* r = redisCommand(c, "SELECT 15");
-  if (r != NULL) freeReplyObject(r);
+/* Ops done and seconds taken: rates are summed over rounds. */
+typedef struct tally_s {
+  double ops;
+  double secs;
+} tally_t;
+
+static void add(tally_t* t, double ops, double secs_) {
+  t->ops += ops;
+  t->secs += secs_;
+}
+
+static double rate_of(const tally_t* t) {
+  return t->secs > 0 ? t->ops / t->secs : 0;
+}
+
+static redisContext* raw_ctx;
+
+static void bench_raw(int port, double dur, tally_t* t) {
+  if (raw_ctx == NULL) {
+    raw_ctx = redisConnect("127.0.0.1", port);
+    if (raw_ctx == NULL || raw_ctx->err) {
+      fprintf(stderr, "raw connect failed\n");
+      exit(1);
+    }
+    redisReply* r = redisCommand(raw_ctx, "SELECT 15");
+    if (r != NULL) freeReplyObject(r);
+  }
   const char* argv[64];
   size_t lens[64];
   char kbuf[256];
   uint64_t n = 0;
-  double t0 = bench_now_s(), t;
+  double t0 = bench_now_s(), t1;
   do {
-    for (int i = 0; i < 100; i++) {
+    for (int i = 0; i < 50; i++) {
       int argc = build_argv(keys[n % NKEYS], kbuf, sizeof(kbuf), argv, lens);
-      r = redisCommandArgv(c, argc, argv, lens);
+      redisReply* r = redisCommandArgv(raw_ctx, argc, argv, lens);
       if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
         fprintf(stderr, "raw EVALSHA failed\n");
         exit(1);
@@ -75,10 +97,9 @@ static double bench_raw(int port) {
       freeReplyObject(r);
       n++;
     }
-    t = bench_now_s();
-  } while (t - t0 < secs);
-  redisFree(c);
-  return (double)n / (t - t0);
+    t1 = bench_now_s();
+  } while (t1 - t0 < dur);
+  add(t, (double)n, t1 - t0);
 }
 
 /* --- blocking callers ------------------------------------------------------*/
@@ -105,13 +126,13 @@ static void* worker(void* arg) {
   return NULL;
 }
 
-static double bench_threads(int nthreads) {
+static void bench_threads(int nthreads, double dur, tally_t* tl) {
   worker_t w[64];
   pthread_t t[64];
   double t0 = bench_now_s();
   for (int i = 0; i < nthreads; i++) {
     memset(&w[i], 0, sizeof(w[i]));
-    w[i].until = t0 + secs;
+    w[i].until = t0 + dur;
     w[i].id = i;
     pthread_create(&t[i], NULL, worker, &w[i]);
   }
@@ -123,7 +144,7 @@ static double bench_threads(int nthreads) {
   }
   double el = bench_now_s() - t0;
   if (errors) fprintf(stderr, "%llu errors\n", (unsigned long long)errors);
-  return (double)n / el;
+  add(tl, (double)n, el);
 }
 
 /* --- async on a uv loop ----------------------------------------------------*/
@@ -157,14 +178,14 @@ static void on_done(void* ud, int status, const admit_decision_t* d) {
   if (bench_now_s() < a->until) submit(a);
 }
 
-static double bench_async(int depth) {
+static void bench_async(int depth, double dur, tally_t* t) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   async_t a;
   memset(&a, 0, sizeof(a));
-  if (admit_redis_loop_new(&a.lp, &loop) != 0) return 0;
+  if (admit_redis_loop_new(&a.lp, &loop) != 0) return;
   double t0 = bench_now_s();
-  a.until = t0 + secs;
+  a.until = t0 + dur;
   for (int i = 0; i < depth; i++) submit(&a);
   while (a.in_flight > 0) uv_run(&loop, UV_RUN_ONCE);
   double el = bench_now_s() - t0;
@@ -172,15 +193,15 @@ static double bench_async(int depth) {
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
   if (a.errors) fprintf(stderr, "%llu errors\n", (unsigned long long)a.errors);
-  return (double)a.done / el;
+  add(t, (double)a.done, el);
 }
 
 /* --- redis-benchmark -------------------------------------------------------*/
 
 /* Runs redis-benchmark with the same EVALSHA (keys spread like ours) and
  * returns its requests per second, or 0 if it is not installed. */
-static double bench_redis_benchmark(int port, int clients, int pipeline,
-                                    long requests) {
+static double redis_benchmark(int port, int clients, int pipeline,
+                              long requests) {
   if (system("command -v redis-benchmark >/dev/null 2>&1") != 0) return 0;
   const char* argv[64];
   size_t lens[64];
@@ -205,6 +226,18 @@ static double bench_redis_benchmark(int port, int clients, int pipeline,
   }
   pclose(p);
   return rps;
+}
+
+/* One round of about @p dur seconds of redis-benchmark; @p est is the
+ * rate last seen (it sizes the request count). */
+static void bench_redis_benchmark(int port, int clients, int pipeline,
+                                  double dur, double* est, tally_t* t) {
+  long n = (long)(*est * dur);
+  if (n < 2000) n = 2000;
+  double rps = redis_benchmark(port, clients, pipeline, n);
+  if (rps <= 0) return;
+  *est = rps;
+  add(t, (double)n, (double)n / rps);
 }
 
 static void ratio(const char* what, double ours, double base, double target) {
@@ -249,28 +282,48 @@ int main(int argc, char** argv) {
   lo.name = "gcra";
   admit_redis_limiter_new(&lim, conn, &lo);
 
-  printf("Redis limiter, GCRA, %d keys, %.1f s per row\n", NKEYS, secs);
-  double raw = bench_raw(port);
-  bench_row("raw hiredis EVALSHA round trip", 1, 1e9 / raw, 0);
-  double one = bench_threads(1);
-  bench_row("admit_redis_limiter_try, blocking", 1, 1e9 / one, 1e9 / raw);
-  double rb16 = bench_redis_benchmark(port, 16, 1, (long)(120000 * secs));
-  if (rb16 > 0) bench_row("redis-benchmark EVALSHA, 16 clients", 16,
-                          16e9 / rb16, 0);
-  double sixteen = bench_threads(16);
-  bench_row("admit_redis_limiter_try, blocking", 16, 16e9 / sixteen,
-            rb16 > 0 ? 16e9 / rb16 : 0);
-  double rbp = bench_redis_benchmark(port, 50, 16, (long)(250000 * secs));
-  if (rbp > 0) bench_row("redis-benchmark EVALSHA, 50 clients x P16", 50,
-                         50e9 / rbp, 0);
-  double async = bench_async(256);
-  bench_row("admit_redis_limiter_try_uv, 256 in flight", 1, 1e9 / async,
-            rbp > 0 ? 1e9 / rbp : 0);
+  /* Each pair takes turns, round by round, so that a load change on a
+   * shared machine falls on both sides of a ratio alike. */
+  const int rounds = 5;
+  double dur = secs / rounds;
+  printf("Redis limiter, GCRA, %d keys, %.1f s per row in %d rounds\n",
+         NKEYS, secs, rounds);
+  tally_t raw = {0, 0}, one = {0, 0}, rb16 = {0, 0}, sixteen = {0, 0},
+          rbp = {0, 0}, async = {0, 0};
+  double est16 = 20000, estp = 50000;
+  for (int i = 0; i < rounds; i++) {
+    bench_raw(port, dur, &raw);
+    bench_threads(1, dur, &one);
+  }
+  for (int i = 0; i < rounds; i++) {
+    bench_redis_benchmark(port, 16, 1, dur, &est16, &rb16);
+    bench_threads(16, dur, &sixteen);
+  }
+  for (int i = 0; i < rounds; i++) {
+    bench_redis_benchmark(port, 50, 16, dur, &estp, &rbp);
+    bench_async(256, dur, &async);
+  }
+  double r_raw = rate_of(&raw), r_one = rate_of(&one);
+  double r_rb16 = rate_of(&rb16), r_16 = rate_of(&sixteen);
+  double r_rbp = rate_of(&rbp), r_async = rate_of(&async);
+  bench_row("raw hiredis EVALSHA round trip", 1, 1e9 / r_raw, 0);
+  bench_row("admit_redis_limiter_try, blocking", 1, 1e9 / r_one,
+            1e9 / r_raw);
+  if (r_rb16 > 0)
+    bench_row("redis-benchmark EVALSHA, 16 clients", 16, 16e9 / r_rb16, 0);
+  bench_row("admit_redis_limiter_try, blocking", 16, 16e9 / r_16,
+            r_rb16 > 0 ? 16e9 / r_rb16 : 0);
+  if (r_rbp > 0)
+    bench_row("redis-benchmark EVALSHA, 50 clients x P16", 50,
+              50e9 / r_rbp, 0);
+  bench_row("admit_redis_limiter_try_uv, 256 in flight", 1, 1e9 / r_async,
+            r_rbp > 0 ? 1e9 / r_rbp : 0);
   printf("\n");
-  ratio("1 caller / raw hiredis round trip", one, raw, 0.8);
-  ratio("16 callers / redis-benchmark 16 clients", sixteen, rb16, 0.7);
-  ratio("async 256 / redis-benchmark 50 x P16", async, rbp, 0.6);
+  ratio("1 caller / raw hiredis round trip", r_one, r_raw, 0.8);
+  ratio("16 callers / redis-benchmark 16 clients", r_16, r_rb16, 0.7);
+  ratio("async 256 / redis-benchmark 50 x P16", r_async, r_rbp, 0.6);
 
+  if (raw_ctx != NULL) redisFree(raw_ctx);
   admit_redis_limiter_free(lim);
   admit_redis_free(conn);
   redisContext* c = redisConnect("127.0.0.1", port);

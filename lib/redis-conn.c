@@ -109,6 +109,7 @@ struct admit_redis_s {
   /* The spare synchronous connection for uncontended blocking calls. */
   pthread_mutex_t dlock;
   redisContext* dctx;   /* under dlock */
+  uint64_t d_timeout;   /* under dlock: the socket timeout set on dctx */
   uint64_t d_retry_at;  /* under dlock: no reconnect before */
   pthread_mutex_t iplock;
   char ip[64];          /* under iplock: the address last connected to */
@@ -925,6 +926,7 @@ static int direct_connect(admit_redis_t* r, uint64_t left) {
     return -1;
   }
   r->dctx = ctx;
+  r->d_timeout = left;
   return 0;
 }
 
@@ -953,9 +955,22 @@ int admit__redis_direct(admit_redis_t* r, admit__rreq_t* q,
   int st = 0;
   for (;;) {
     now = admit_now_ns();
-    if (now >= q->deadline_ns ||
-        redisSetTimeout(ctx, tv_of(q->deadline_ns - now)) != REDIS_OK ||
-        redisAppendFormattedCommand(ctx, q->cmd, q->len) != REDIS_OK) {
+    if (now >= q->deadline_ns) {
+      st = ADMIT_EUNAVAILABLE;
+      break;
+    }
+    /* Calls mostly have the same timeout: skip the two setsockopt calls
+     * unless it moved by more than a millisecond. */
+    uint64_t left = q->deadline_ns - now;
+    if (left + ADMIT_MILLISECOND < r->d_timeout ||
+        left > r->d_timeout + ADMIT_MILLISECOND) {
+      if (redisSetTimeout(ctx, tv_of(left)) != REDIS_OK) {
+        st = ADMIT_EUNAVAILABLE;
+        break;
+      }
+      r->d_timeout = left;
+    }
+    if (redisAppendFormattedCommand(ctx, q->cmd, q->len) != REDIS_OK) {
       st = ADMIT_EUNAVAILABLE;
       break;
     }
