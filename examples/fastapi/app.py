@@ -668,9 +668,11 @@ class Admitted:
 
 def create_app(settings: Optional[Settings] = None, *,
                vendor_transport: Any = None,
-               redis: Optional[admit.Redis] = None) -> FastAPI:
-    """Builds the service. ``vendor_transport`` (an httpx transport) and
-    ``redis`` (an :class:`admit.Redis`) are for tests."""
+               redis: Optional[admit.Redis] = None,
+               rate_clock: Optional[admit.ManualClock] = None) -> FastAPI:
+    """Builds the service. ``vendor_transport`` (an httpx transport),
+    ``redis`` (an :class:`admit.Redis`) and ``rate_clock`` (the user
+    limits' clock, local backend only) are for tests."""
     s = settings or Settings.from_env()
     own_redis = False
     if s.backend == "redis" and redis is None:
@@ -688,7 +690,8 @@ def create_app(settings: Optional[Settings] = None, *,
     # Layer 4: users, tiers and endpoints (in Redis: shared by all pods).
     limit = RateLimit(TIERS, key=by_header("X-User-Id"), tier=lookup_tier,
                       routes=ENDPOINT_LIMITS, backend=redis,
-                      on_failure=s.on_failure, headers="both")
+                      on_failure=s.on_failure, headers="both",
+                      clock=rate_clock)
     app.state.limit = limit
 
     # Layer 5: the vendor pipeline.
