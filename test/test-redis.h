@@ -276,15 +276,16 @@ static inline void tserver_stop(tserver_t* s) {
   s->dir[0] = '\0';
 }
 
-/* Options pointing at @p url with short timeouts suitable for tests. */
+/* Options pointing at @p url with short timeouts suitable for tests
+ * (ten times longer under sanitizers and valgrind, which run slowly). */
 static inline admit_redis_options_t tr_opts(const char* url,
                                             const char* prefix) {
   admit_redis_options_t o;
   memset(&o, 0, sizeof(o));
   o.url = url;
   o.prefix = prefix;
-  o.connect_timeout_ns = 300 * (uint64_t)ADMIT_MILLISECOND;
-  o.command_timeout_ns = 200 * (uint64_t)ADMIT_MILLISECOND;
+  o.connect_timeout_ns = test_scale(300, 3000) * (uint64_t)ADMIT_MILLISECOND;
+  o.command_timeout_ns = test_scale(200, 2000) * (uint64_t)ADMIT_MILLISECOND;
   o.reconnect_min_ns = 20 * (uint64_t)ADMIT_MILLISECOND;
   o.reconnect_max_ns = 200 * (uint64_t)ADMIT_MILLISECOND;
   o.breaker_cooldown_ns = 200 * (uint64_t)ADMIT_MILLISECOND;
