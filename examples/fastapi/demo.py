@@ -461,6 +461,32 @@ class Driver:
                     " ".join(ready)))
 
     async def run(self) -> None:
+        """Drives the traffic; Ctrl-C or SIGTERM cancel it cleanly (and
+        raise KeyboardInterrupt once everything is cancelled)."""
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        stopped = []
+
+        def stop() -> None:
+            stopped.append(True)
+            me.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            if not stopped:
+                raise
+            for t in list(self.tasks):
+                t.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            raise KeyboardInterrupt from None
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    async def _run(self) -> None:
         limits = httpx.Limits(max_connections=1000,
                               max_keepalive_connections=300)
         self.clients = [httpx.AsyncClient(base_url=p, limits=limits,
@@ -637,8 +663,6 @@ def report(d: Driver, pods: List[Dict[str, Any]], vendor: Dict[str, Any],
         " ".join(str(x) for x in per_window)))
     say("  most calls received in one window      %5d  (quota %d)" % (
         vendor["max_received_in_window"], VENDOR_QUOTA))
-    say("  most in any %d s (sliding)              %5d" % (
-        VENDOR_WINDOW_S, vendor["max_received_sliding"]))
     say("  vendor answered 429 (over its quota)   %5d" %
         vendor["rejected_429"])
     say("  vendor failures (5xx, injected 5%%)     %5d  -> retries by the "
@@ -818,22 +842,31 @@ def main(argv: Optional[List[str]] = None) -> int:
             del env[k]
 
     say("admit demo -- %s" % mode)
-    say("  fake vendor: quota %d calls per %d s window (429 beyond it), "
-        "150-250 ms per call, 5%% failures" % (VENDOR_QUOTA, VENDOR_WINDOW_S))
-    say("  service: tiers free/pro/enterprise %d/%d/%d requests per user per "
-        "minute; per user per minute" % tuple(TIER_LIMITS.values()))
-    say("           /chat %d, /search %d, /analyze %d; admission %d running "
-        "+ %d waiting per process;" % (tuple(ENDPOINT_LIMITS.values()) +
-                                        (MAX_IN_FLIGHT, BACKLOG)))
-    say("           vendor limiter %d/%ds%s, semaphore 50, queue timeout "
-        "%d s, %d retries" % (VENDOR_QUOTA, VENDOR_WINDOW_S,
-                              " in Redis (one quota for all processes)"
-                              if args.redis else "", QUEUE_TIMEOUT_S,
-                              RETRIES))
-    say("  traffic: %g s; per tier %d users sending %s requests/s each to "
-        "/chat, /search, /analyze" % (
+    say("  the vendor:  a fake LLM API with a quota of %d calls per %d s "
+        "window (429 beyond it)," % (VENDOR_QUOTA, VENDOR_WINDOW_S))
+    say("               150-250 ms a call, 5% of calls fail")
+    say("  the service: layer 3, admission: %d running + %d waiting per "
+        "process, beyond that 503" % (MAX_IN_FLIGHT, BACKLOG))
+    say("               layer 4, per user per minute: tier free %d, pro %d,"
+        " enterprise %d;" % tuple(TIER_LIMITS.values()))
+    say("                        /chat %d, /search %d, /analyze %d" %
+        tuple(ENDPOINT_LIMITS.values()))
+    say("               layer 5, vendor calls (/chat, /analyze): limiter "
+        "%d/%ds%s," % (VENDOR_QUOTA, VENDOR_WINDOW_S,
+                       " in Redis, one for all processes" if args.redis
+                       else ""))
+    say("                        50 at once, queue timeout %d s, %d retries"
+        " with backoff" % (QUEUE_TIMEOUT_S, RETRIES))
+    say("               /agent WebSocket: %d sessions per user, %d in total,"
+        " beyond that close 1013" % (AGENT_PER_USER, AGENT_MAX))
+    say("  the traffic: %g s; %d users per tier sending %s requests/s each "
+        "(free/pro/enterprise)" % (
             args.seconds, GROUPS["free"][1],
             "/".join("%g" % g[2] for g in GROUPS.values())))
+    say("               to %s;" % ", ".join("%d%% %s" % (w * 100, ep)
+                                      for ep, w in MIX))
+    say("               a flash crowd at %.0f s; 8 users open %d /agent "
+        "sessions each" % (args.seconds * 0.4, AGENT_PER_USER + 1))
 
     ps = Processes()
     try:
@@ -889,5 +922,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 if __name__ == "__main__":
     # SIGTERM stops the demo as Ctrl-C does, so the cleanup runs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     sys.exit(main())
