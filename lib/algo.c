@@ -12,6 +12,14 @@ typedef unsigned __int128 u128;
 /* A retry_after or reset_after that will never come. */
 #define NEVER UINT64_MAX
 
+/* The entry points below are written once, over any algorithm and any
+ * number of rates, and instantiated for each algorithm (and separately for
+ * a single rate) by passing constants to these always-inlined functions:
+ * the compiler then drops the dispatch and the per-rate arrays and keeps
+ * only the arithmetic the decision needs, while every instance stays the
+ * same code, so the decisions cannot differ. */
+#define INLINE static inline __attribute__((always_inline))
+
 static uint64_t sat128(u128 x) {
   return x > UINT64_MAX ? UINT64_MAX : (uint64_t)x;
 }
@@ -32,7 +40,7 @@ typedef struct eval_s {
 
 /* The largest k with base - now + k*T <= tolerance and base + k*T
  * representable. */
-static uint64_t bucket_room(const admit__rate_params_t* p, uint64_t base,
+INLINE uint64_t bucket_room(const admit__rate_params_t* p, uint64_t base,
                             uint64_t now) {
   uint64_t backlog = base - now;
   if (backlog >= p->tolerance_ns) return 0;
@@ -46,7 +54,7 @@ static uint64_t bucket_room(const admit__rate_params_t* p, uint64_t base,
   return k;
 }
 
-static void bucket_eval(const admit__rate_params_t* p, const admit__cell_t* c,
+INLINE void bucket_eval(const admit__rate_params_t* p, const admit__cell_t* c,
                         uint64_t now, uint64_t cost, eval_t* ev) {
   uint64_t tat = c->w0;
   uint64_t base = tat > now ? tat : now;
@@ -67,14 +75,14 @@ static void bucket_eval(const admit__rate_params_t* p, const admit__cell_t* c,
 
 /* The window index of @p now for a cell: now's, or the cell's own when the
  * cell is ahead (another caller saw a later clock). */
-static uint64_t window_of(const admit__rate_params_t* p,
+INLINE uint64_t window_of(const admit__rate_params_t* p,
                           const admit__cell_t* c, uint64_t now) {
   uint64_t w = admit__udiv(now, p->period_ns, p->period_inv);
   if (c->w0 != 0 && c->w0 - 1 > w) w = c->w0 - 1;
   return w;
 }
 
-static void fixed_eval(const admit__rate_params_t* p, const admit__cell_t* c,
+INLINE void fixed_eval(const admit__rate_params_t* p, const admit__cell_t* c,
                        uint64_t now, uint64_t cost, eval_t* ev) {
   uint64_t w = window_of(p, c, now);
   uint64_t used = c->w0 == admit__sat_add(w, 1) ? c->w1 : 0;
@@ -97,7 +105,7 @@ static uint64_t ceil_div128(u128 n, uint64_t d) {
   return sat128((n + d - 1) / d);
 }
 
-static void sliding_eval(const admit__rate_params_t* p,
+INLINE void sliding_eval(const admit__rate_params_t* p,
                          const admit__cell_t* c, uint64_t now, uint64_t cost,
                          eval_t* ev) {
   uint64_t P = p->period_ns, C = p->limit;
@@ -162,49 +170,51 @@ static void sliding_eval(const admit__rate_params_t* p,
 
 /* ---- per-rate dispatch --------------------------------------------------- */
 
-static void rate_eval(const admit__algo_t* a, uint32_t i,
+/* @p algo is a constant in every instance (see INLINE above). */
+INLINE void rate_eval(admit_algo_t algo, const admit__rate_params_t* p,
                       const admit__cell_t* c, uint64_t now, uint64_t cost,
                       eval_t* ev) {
-  switch (a->algo) {
+  switch (algo) {
     case ADMIT_TOKEN_BUCKET:
-      bucket_eval(&a->r[i], c, now, cost, ev);
+      bucket_eval(p, c, now, cost, ev);
       break;
     case ADMIT_FIXED_WINDOW:
-      fixed_eval(&a->r[i], c, now, cost, ev);
+      fixed_eval(p, c, now, cost, ev);
       break;
     default:
-      sliding_eval(&a->r[i], c, now, cost, ev);
+      sliding_eval(p, c, now, cost, ev);
       break;
   }
 }
 
 /* Charges @p cost to a window cell as evaluated in @p ev (it fits now). */
-static void window_apply(const admit__algo_t* a, const eval_t* ev,
-                         uint64_t cost, admit__cell_t* next) {
+INLINE void window_apply(admit_algo_t algo, const eval_t* ev, uint64_t cost,
+                         admit__cell_t* next) {
   next->w0 = admit__sat_add(ev->w, 1);
-  if (a->algo == ADMIT_FIXED_WINDOW) {
+  if (algo == ADMIT_FIXED_WINDOW) {
     next->w1 = ev->cur + cost;
   } else {
     next->w1 = (ev->cur + cost) | (ev->prev << 32);
   }
 }
 
-static bool cost_ok(const admit__algo_t* a, uint64_t cost) {
-  if (cost == 0) return false;
-  for (uint32_t i = 0; i < a->nrates; i++) {
-    if (cost > a->r[i].limit) return false;
+INLINE bool cost_ok(const admit__algo_t* a, uint32_t n, uint64_t cost) {
+  /* cost - 1 wraps for 0, so one comparison rejects 0 and > limit. */
+  for (uint32_t i = 0; i < n; i++) {
+    if (cost - 1 >= a->r[i].limit) return false;
   }
   return true;
 }
 
 /* Fills @p d for an allowed decision from the cells as they are after it. */
-static void fill_allowed(const admit__algo_t* a, const admit__cell_t* cells,
-                         uint64_t now, admit_decision_t* d) {
+INLINE void fill_allowed(const admit__algo_t* a, admit_algo_t algo,
+                         uint32_t n, const admit__cell_t* cells, uint64_t now,
+                         admit_decision_t* d) {
   uint32_t best = 0;
   uint64_t best_rem = UINT64_MAX, reset = 0;
-  for (uint32_t i = 0; i < a->nrates; i++) {
+  for (uint32_t i = 0; i < n; i++) {
     eval_t ev;
-    rate_eval(a, i, &cells[i], now, 0, &ev);
+    rate_eval(algo, &a->r[i], &cells[i], now, 0, &ev);
     if (ev.remaining < best_rem) {
       best_rem = ev.remaining;
       best = i;
@@ -218,6 +228,191 @@ static void fill_allowed(const admit__algo_t* a, const admit__cell_t* cells,
   d->retry_after_ns = 0;
   d->reset_after_ns = reset;
 }
+
+/* ---- the decisions, written once ----------------------------------------- */
+
+/* admit__algo_reserve for algorithm @p algo over @p n rates (both constant
+ * in every instance; n is a->nrates). */
+INLINE int reserve_impl(const admit__algo_t* a, admit_algo_t algo, uint32_t n,
+                        const admit__cell_t* cur, admit__cell_t* next,
+                        uint64_t now, uint64_t cost, uint64_t max_wait_ns,
+                        uint64_t* wait_ns, admit_decision_t* d) {
+  if (!cost_ok(a, n, cost)) return ADMIT_EINVAL;
+  eval_t ev[ADMIT_RATES_MAX];
+  uint64_t wait = 0, reset = 0;
+  uint32_t worst = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    rate_eval(algo, &a->r[i], &cur[i], now, cost, &ev[i]);
+    if (ev[i].retry > wait) {
+      wait = ev[i].retry;
+      worst = i;
+    }
+    if (ev[i].reset > reset) reset = ev[i].reset;
+  }
+
+  if (wait == 0) {
+    uint64_t best_rem = UINT64_MAX;
+    uint32_t best = 0;
+    reset = 0;
+    for (uint32_t i = 0; i < n; i++) {
+      if (algo == ADMIT_TOKEN_BUCKET) {
+        uint64_t base = cur[i].w0 > now ? cur[i].w0 : now;
+        next[i].w0 = base + cost * a->r[i].interval_ns;
+        next[i].w1 = 0;
+      } else {
+        window_apply(algo, &ev[i], cost, &next[i]);
+      }
+      /* Charging cost units now takes exactly cost off what fits now
+       * (each algorithm's remaining is linear in the units charged). */
+      uint64_t rem = ev[i].remaining - cost;
+      if (rem < best_rem) {
+        best_rem = rem;
+        best = i;
+      }
+      if (ev[i].reset_charged > reset) reset = ev[i].reset_charged;
+    }
+    if (wait_ns != NULL) *wait_ns = 0;
+    if (d != NULL) {
+      d->allowed = 1;
+      d->limiting = best;
+      d->limit = a->r[best].limit;
+      d->remaining = best_rem;
+      d->retry_after_ns = 0;
+      d->reset_after_ns = reset;
+    }
+    return 1;
+  }
+
+  if (algo == ADMIT_TOKEN_BUCKET && wait != NEVER && wait <= max_wait_ns) {
+    /* Charge every rate as of the time the units will be used, if every
+     * new TAT is representable: checked first, so that nothing is written
+     * on failure (next may be cur). */
+    uint64_t at = now + wait; /* cannot overflow: the deciding TAT fits */
+    bool ok = true;
+    for (uint32_t i = 0; i < n; i++) {
+      uint64_t base = cur[i].w0 > at ? cur[i].w0 : at;
+      if (base > UINT64_MAX - cost * a->r[i].interval_ns) {
+        /* Another rate's TAT would pass the end of time. */
+        ok = false;
+        wait = NEVER;
+        worst = i;
+        break;
+      }
+    }
+    if (ok) {
+      for (uint32_t i = 0; i < n; i++) {
+        uint64_t base = cur[i].w0 > at ? cur[i].w0 : at;
+        next[i].w0 = base + cost * a->r[i].interval_ns;
+        next[i].w1 = 0;
+      }
+      if (wait_ns != NULL) *wait_ns = wait;
+      if (d != NULL) fill_allowed(a, algo, n, next, now, d);
+      return 1;
+    }
+  }
+
+  if (next != cur) {
+    for (uint32_t i = 0; i < n; i++) next[i] = cur[i];
+  }
+  if (wait_ns != NULL) *wait_ns = wait;
+  if (d != NULL) {
+    d->allowed = 0;
+    d->limiting = worst;
+    d->limit = a->r[worst].limit;
+    d->remaining = ev[worst].remaining;
+    d->retry_after_ns = wait;
+    d->reset_after_ns = reset;
+  }
+  return 0;
+}
+
+/* admit__algo_peek for algorithm @p algo over @p n rates. */
+INLINE void peek_impl(const admit__algo_t* a, admit_algo_t algo, uint32_t n,
+                      const admit__cell_t* cur, uint64_t now,
+                      admit_decision_t* d) {
+  uint64_t wait = 0, reset = 0, best_rem = UINT64_MAX;
+  uint32_t worst = 0, best = 0;
+  eval_t ev[ADMIT_RATES_MAX];
+  for (uint32_t i = 0; i < n; i++) {
+    rate_eval(algo, &a->r[i], &cur[i], now, 0, &ev[i]);
+    if (ev[i].retry > wait) {
+      wait = ev[i].retry;
+      worst = i;
+    }
+    if (ev[i].remaining < best_rem) {
+      best_rem = ev[i].remaining;
+      best = i;
+    }
+    if (ev[i].reset > reset) reset = ev[i].reset;
+  }
+  uint32_t k = wait > 0 ? worst : best;
+  d->allowed = wait == 0;
+  d->limiting = k;
+  d->limit = a->r[k].limit;
+  d->remaining = ev[k].remaining;
+  d->retry_after_ns = wait;
+  d->reset_after_ns = reset;
+}
+
+/* admit__algo_fresh for algorithm @p algo over @p n rates. */
+INLINE bool fresh_impl(const admit__algo_t* a, admit_algo_t algo, uint32_t n,
+                       const admit__cell_t* cur, uint64_t now) {
+  for (uint32_t i = 0; i < n; i++) {
+    eval_t ev;
+    rate_eval(algo, &a->r[i], &cur[i], now, 0, &ev);
+    if (ev.reset != 0) return false;
+  }
+  return true;
+}
+
+/* The instances: one function per algorithm and per rate count (the
+ * constant 1, or a->nrates), each small enough to need few registers. */
+#define INSTANCES(name, algo, n)                                             \
+  static int reserve_##name(const admit__algo_t* a,                          \
+                            const admit__cell_t* cur, admit__cell_t* next,   \
+                            uint64_t now, uint64_t cost, uint64_t max_wait,  \
+                            uint64_t* wait_ns, admit_decision_t* d) {        \
+    return reserve_impl(a, algo, n, cur, next, now, cost, max_wait, wait_ns, \
+                        d);                                                  \
+  }                                                                          \
+  static void peek_##name(const admit__algo_t* a, const admit__cell_t* cur,  \
+                          uint64_t now, admit_decision_t* d) {               \
+    peek_impl(a, algo, n, cur, now, d);                                      \
+  }                                                                          \
+  static bool fresh_##name(const admit__algo_t* a, const admit__cell_t* cur, \
+                           uint64_t now) {                                   \
+    return fresh_impl(a, algo, n, cur, now);                                 \
+  }
+
+INSTANCES(bucket1, ADMIT_TOKEN_BUCKET, 1)
+INSTANCES(fixed1, ADMIT_FIXED_WINDOW, 1)
+INSTANCES(sliding1, ADMIT_SLIDING_WINDOW, 1)
+INSTANCES(bucket, ADMIT_TOKEN_BUCKET, a->nrates)
+INSTANCES(fixed, ADMIT_FIXED_WINDOW, a->nrates)
+INSTANCES(sliding, ADMIT_SLIDING_WINDOW, a->nrates)
+
+/* Calls the instance PREFIX##<shape>(a, ...) that fits @p a. */
+#define DISPATCH(PREFIX, ...)                                                \
+  do {                                                                       \
+    if (a->nrates == 1) {                                                    \
+      switch (a->algo) {                                                     \
+        case ADMIT_TOKEN_BUCKET:                                             \
+          return PREFIX##bucket1(a, __VA_ARGS__);                            \
+        case ADMIT_FIXED_WINDOW:                                             \
+          return PREFIX##fixed1(a, __VA_ARGS__);                             \
+        default:                                                             \
+          return PREFIX##sliding1(a, __VA_ARGS__);                           \
+      }                                                                      \
+    }                                                                        \
+    switch (a->algo) {                                                       \
+      case ADMIT_TOKEN_BUCKET:                                               \
+        return PREFIX##bucket(a, __VA_ARGS__);                               \
+      case ADMIT_FIXED_WINDOW:                                               \
+        return PREFIX##fixed(a, __VA_ARGS__);                                \
+      default:                                                               \
+        return PREFIX##sliding(a, __VA_ARGS__);                              \
+    }                                                                        \
+  } while (0)
 
 /* ---- public (internal) entry points -------------------------------------- */
 
@@ -258,98 +453,13 @@ int admit__algo_reserve(const admit__algo_t* a, const admit__cell_t* cur,
                         admit__cell_t* next, uint64_t now, uint64_t cost,
                         uint64_t max_wait_ns, uint64_t* wait_ns,
                         admit_decision_t* d) {
-  if (!cost_ok(a, cost)) return ADMIT_EINVAL;
-  eval_t ev[ADMIT_RATES_MAX];
-  uint64_t wait = 0, reset = 0;
-  uint32_t worst = 0;
-  for (uint32_t i = 0; i < a->nrates; i++) {
-    rate_eval(a, i, &cur[i], now, cost, &ev[i]);
-    if (ev[i].retry > wait) {
-      wait = ev[i].retry;
-      worst = i;
-    }
-    if (ev[i].reset > reset) reset = ev[i].reset;
-  }
-
-  if (wait == 0) {
-    uint64_t best_rem = UINT64_MAX;
-    uint32_t best = 0;
-    reset = 0;
-    for (uint32_t i = 0; i < a->nrates; i++) {
-      if (a->algo == ADMIT_TOKEN_BUCKET) {
-        uint64_t base = cur[i].w0 > now ? cur[i].w0 : now;
-        next[i].w0 = base + cost * a->r[i].interval_ns;
-        next[i].w1 = 0;
-      } else {
-        window_apply(a, &ev[i], cost, &next[i]);
-      }
-      /* Charging cost units now takes exactly cost off what fits now
-       * (each algorithm's remaining is linear in the units charged). */
-      uint64_t rem = ev[i].remaining - cost;
-      if (rem < best_rem) {
-        best_rem = rem;
-        best = i;
-      }
-      if (ev[i].reset_charged > reset) reset = ev[i].reset_charged;
-    }
-    if (wait_ns != NULL) *wait_ns = 0;
-    if (d != NULL) {
-      d->allowed = 1;
-      d->limiting = best;
-      d->limit = a->r[best].limit;
-      d->remaining = best_rem;
-      d->retry_after_ns = 0;
-      d->reset_after_ns = reset;
-    }
-    return 1;
-  }
-
-  if (a->algo == ADMIT_TOKEN_BUCKET && wait != NEVER && wait <= max_wait_ns) {
-    /* Charge every rate as of the time the units will be used. */
-    uint64_t at = now + wait; /* cannot overflow: the deciding TAT fits */
-    admit__cell_t tmp[ADMIT_RATES_MAX];
-    bool ok = true;
-    for (uint32_t i = 0; i < a->nrates && ok; i++) {
-      uint64_t base = cur[i].w0 > at ? cur[i].w0 : at;
-      uint64_t inc = cost * a->r[i].interval_ns;
-      if (base > UINT64_MAX - inc) {
-        /* Another rate's TAT would pass the end of time. */
-        ok = false;
-        ev[i].retry = NEVER;
-        wait = NEVER;
-        worst = i;
-      } else {
-        tmp[i].w0 = base + inc;
-        tmp[i].w1 = 0;
-      }
-    }
-    if (ok) {
-      memcpy(next, tmp, a->nrates * sizeof(*next));
-      if (wait_ns != NULL) *wait_ns = wait;
-      if (d != NULL) {
-        fill_allowed(a, next, now, d);
-      }
-      return 1;
-    }
-  }
-
-  if (next != cur) memcpy(next, cur, a->nrates * sizeof(*next));
-  if (wait_ns != NULL) *wait_ns = wait;
-  if (d != NULL) {
-    d->allowed = 0;
-    d->limiting = worst;
-    d->limit = a->r[worst].limit;
-    d->remaining = ev[worst].remaining;
-    d->retry_after_ns = wait;
-    d->reset_after_ns = reset;
-  }
-  return 0;
+  DISPATCH(reserve_, cur, next, now, cost, max_wait_ns, wait_ns, d);
 }
 
 int admit__algo_decide(const admit__algo_t* a, const admit__cell_t* cur,
                        admit__cell_t* next, uint64_t now, uint64_t cost,
                        admit_decision_t* d) {
-  return admit__algo_reserve(a, cur, next, now, cost, 0, NULL, d);
+  DISPATCH(reserve_, cur, next, now, cost, 0, NULL, d);
 }
 
 void admit__algo_refund(const admit__algo_t* a, const admit__cell_t* cur,
@@ -381,36 +491,10 @@ void admit__algo_refund(const admit__algo_t* a, const admit__cell_t* cur,
 
 void admit__algo_peek(const admit__algo_t* a, const admit__cell_t* cur,
                       uint64_t now, admit_decision_t* d) {
-  uint64_t wait = 0, reset = 0, best_rem = UINT64_MAX;
-  uint32_t worst = 0, best = 0;
-  eval_t ev[ADMIT_RATES_MAX];
-  for (uint32_t i = 0; i < a->nrates; i++) {
-    rate_eval(a, i, &cur[i], now, 0, &ev[i]);
-    if (ev[i].retry > wait) {
-      wait = ev[i].retry;
-      worst = i;
-    }
-    if (ev[i].remaining < best_rem) {
-      best_rem = ev[i].remaining;
-      best = i;
-    }
-    if (ev[i].reset > reset) reset = ev[i].reset;
-  }
-  uint32_t k = wait > 0 ? worst : best;
-  d->allowed = wait == 0;
-  d->limiting = k;
-  d->limit = a->r[k].limit;
-  d->remaining = ev[k].remaining;
-  d->retry_after_ns = wait;
-  d->reset_after_ns = reset;
+  DISPATCH(peek_, cur, now, d);
 }
 
 bool admit__algo_fresh(const admit__algo_t* a, const admit__cell_t* cur,
                        uint64_t now) {
-  for (uint32_t i = 0; i < a->nrates; i++) {
-    eval_t ev;
-    rate_eval(a, i, &cur[i], now, 0, &ev);
-    if (ev.reset != 0) return false;
-  }
-  return true;
+  DISPATCH(fresh_, cur, now);
 }
