@@ -75,6 +75,14 @@ def say(*args: Any) -> None:
     print(*args, flush=True)
 
 
+def admit_rate(spec: str) -> Any:
+    """(count, seconds) of a one-rate spec such as "20/5s"."""
+    sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
+    import admit
+    r = admit.parse_rates(spec)[0]
+    return r.count, r.period
+
+
 # -- processes ----------------------------------------------------------------
 
 def free_port() -> int:
@@ -846,6 +854,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--seconds", type=float, default=float(
         os.environ.get("DEMO_SECONDS", "15")),
         help="how long to send traffic (default 15, env DEMO_SECONDS)")
+    ap.add_argument("--vendor-limit", default="%d/%ds" % (
+        VENDOR_QUOTA, VENDOR_WINDOW_S), metavar="RATE",
+        help="the vendor quota the service is told (VENDOR_RATE_LIMIT; "
+        "default the truth, %(default)s): try 40/5s to see the vendor "
+        "answer 429 and the checks fail")
     args = ap.parse_args(argv)
     if not 3 <= args.seconds <= 40:
         ap.error("--seconds must be in 3..40 (the demo must end within 60 s)")
@@ -876,9 +889,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     say("                        /chat %d, /search %d, /analyze %d" %
         tuple(ENDPOINT_LIMITS.values()))
     say("               layer 5, vendor calls (/chat, /analyze): limiter "
-        "%d/%ds%s," % (VENDOR_QUOTA, VENDOR_WINDOW_S,
-                       " in Redis, one for all processes" if args.redis
-                       else ""))
+        "%s%s," % (args.vendor_limit, " in Redis, one for all processes"
+                   if args.redis else ""))
     say("                        50 at once, queue timeout %d s, %d retries"
         " with backoff" % (QUEUE_TIMEOUT_S, RETRIES))
     say("               /agent WebSocket: %d sessions per user, %d in total,"
@@ -902,8 +914,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    ADMIT_AGENT_MAX_SESSIONS_PER_USER=str(AGENT_PER_USER),
                    ADMIT_READY_HOLD_S="3",
                    VENDOR_URL=vendor,
-                   VENDOR_RATE_LIMIT="%d/%ds" % (VENDOR_QUOTA,
-                                                 VENDOR_WINDOW_S),
+                   VENDOR_RATE_LIMIT=args.vendor_limit,
                    VENDOR_CONCURRENCY="50",
                    VENDOR_QUEUE_TIMEOUT_S=str(QUEUE_TIMEOUT_S),
                    VENDOR_CALL_TIMEOUT_S="30",
@@ -914,8 +925,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             svc["ADMIT_FAILURE_POLICY"] = "closed"
             # Each pod smooths its share locally (refusing at once what
             # cannot fit), the global limiter in Redis holds the quota.
-            svc["VENDOR_LOCAL_RATE_LIMIT"] = "%d/%ds" % (
-                -(-VENDOR_QUOTA // pods_n), VENDOR_WINDOW_S)
+            told = admit_rate(args.vendor_limit)
+            svc["VENDOR_LOCAL_RATE_LIMIT"] = "%d/%gs" % (
+                -(-told[0] // pods_n), told[1])
         pods = start_pods(ps, svc, pods_n)
         say("  started in %.1f s: vendor %s%s, service %s" % (
             time.monotonic() - t0, vendor,
