@@ -257,7 +257,7 @@ async def test_admission_answers_503_beyond_in_flight_and_backlog():
     assert st["requests"]["/search"] == {"ok": 3, "admission": 3}
 
 
-# -- layer 2: health and readiness ----------------------------------------------
+# -- layer 2: health and readiness -------------------------------------------
 
 async def test_health_and_ready_follow_saturation():
     app, _ = make(max_in_flight=1, backlog=4, search_latency=0.4,
