@@ -112,6 +112,55 @@ async def test_retries_run_out_and_call_timeout():
         await g.call(ok, queue_timeout=1, retries=-1)
 
 
+async def test_queue_time_is_one_budget_across_retries():
+    # One token per second: the first attempt passes at once, the first
+    # retry waits about 1 s for the next token, leaving about 0.6 s of the
+    # 1.6 s queue time; the second retry would need about 1 s more, so it
+    # is refused at once instead of queueing again with a fresh 1.6 s.
+    local = admit.TokenBucket("1/second", burst=1)
+    g = admit.Guard("v", local=local, retries=3, backoff_base=0.001,
+                    backoff_max=0.002)
+    calls = []
+
+    async def down():
+        calls.append(time.monotonic())
+        raise ConnectionError("reset")
+
+    start = time.monotonic()
+    with pytest.raises(admit.RateLimited) as e:
+        await g.call(down, queue_timeout=1.6)
+    took = time.monotonic() - start
+    assert len(calls) == 2
+    assert isinstance(e.value.__cause__, ConnectionError)
+    assert 0.4 < e.value.retry_after <= 1.0
+    assert 0.9 < took < 1.6
+    m = g.metrics()
+    # The refused second retry was started (and counted) before the
+    # local stage refused it.
+    assert (m.started, m.admitted, m.failed, m.retries, m.rejected_local) \
+        == (3, 2, 2, 2, 1)
+
+
+async def test_queue_timeout_and_full_queue_are_not_retried():
+    sem = admit.Semaphore(1, max_waiters=1)
+    g = admit.Guard("v", semaphore=sem, retries=3, backoff_base=0.001,
+                    backoff_max=0.002)
+    held = await g.enter(queue_timeout=1)
+    start = time.monotonic()
+    with pytest.raises(admit.QueueTimeout):
+        await g.call(ok, queue_timeout=0.2)
+    assert 0.15 < time.monotonic() - start < 0.6
+    waiter = asyncio.ensure_future(g.call(ok, 5, queue_timeout=5))
+    await asyncio.sleep(0.05)
+    with pytest.raises(admit.Rejected):
+        await g.call(ok, queue_timeout=5)
+    m = g.metrics()
+    assert (m.retries, m.queue_timeouts, m.rejected_semaphore) == (0, 1, 1)
+    held.leave()
+    assert await waiter == 5
+    assert sem.in_use == 0 and sem.waiting == 0
+
+
 async def test_cancellation_at_every_stage_gives_everything_back():
     rng = random.Random(3)
     sem = admit.Semaphore(2)
@@ -221,6 +270,24 @@ async def test_global_stage_in_redis_and_pause_across_pods():
     assert g2.metrics().rejected_global == 1
     for r, _ in pods:
         r.close()
+
+
+async def test_global_refusal_is_not_retried():
+    url = _redis_or_skip()
+    r = admit.Redis(url, prefix="g" + uuid.uuid4().hex[:8],
+                    command_timeout=2.0)
+    lim = admit.RedisLimiter(r, "1/minute", name="vendor")
+    g = admit.Guard("vendor", global_limiter=lim, global_key="k",
+                    retries=3, backoff_base=0.001, backoff_max=0.002)
+    assert await g.call(ok, queue_timeout=1) == 1
+    start = time.monotonic()
+    with pytest.raises(admit.RateLimited) as e:
+        await g.call(ok, queue_timeout=1)
+    assert time.monotonic() - start < 0.5
+    assert 50 < e.value.retry_after <= 60
+    m = g.metrics()
+    assert (m.started, m.retries, m.rejected_global) == (2, 0, 1)
+    r.close()
 
 
 async def test_guarded_httpx_client_turns_429_into_pause():

@@ -158,11 +158,14 @@ class Guard:
     time left refuses at once. The borrowed objects may be shared between
     guards and are kept alive by this one.
 
-    ``retries`` is how many retries a call may make by default (FAILURE,
-    TIMEOUT and VENDOR_LIMITED outcomes), within a budget of
-    ``retry_min`` plus ``retry_ratio`` times the calls started per
-    ``window``; backoff is exponential with full jitter between
-    ``backoff_base`` and ``backoff_max`` seconds.
+    ``retries`` is how many retries a call may make by default. Only calls
+    that ran and failed with an outcome in ``retry_on`` (default FAILURE,
+    TIMEOUT and VENDOR_LIMITED) are retried, never the stages' own
+    refusals (see :meth:`call`), within a budget of ``retry_min`` plus
+    ``retry_ratio`` times the calls started per ``window``; backoff is
+    exponential with full jitter, capped by ``backoff_base`` times 2 to
+    the attempt and by ``backoff_max`` seconds. A call's queue timeout
+    bounds its waiting across all its attempts.
 
     >>> guard = Guard("openai", global_limiter=vendor, semaphore=sem)
     >>> await guard.call(client.post, url, json=body, queue_timeout=5,
@@ -360,16 +363,39 @@ class Guard:
                    queue_timeout: float,
                    call_timeout: Optional[float] = None,
                    retries: Optional[int] = None, **kwargs: Any) -> Any:
-        """Awaits ``fn(*args, **kwargs)`` through the guard: waits at most
-        ``queue_timeout`` seconds in the stages (per attempt), runs the call
-        under ``call_timeout`` (default: the guard's), and retries failed,
-        timed-out and vendor-limited calls up to ``retries`` times (default:
-        the guard's) with backoff, within the retry budget.
+        """Awaits ``fn(*args, **kwargs)`` through the guard and returns its
+        result: passes the stages, runs the call under ``call_timeout``
+        seconds (default: the guard's) and retries failed calls up to
+        ``retries`` times (default: the guard's) with backoff.
 
-        A stage's refusal is raised as is (a global stage's ETIMEDOUT is
-        retried, as the seed does); when retries run out, the last call's
-        exception is raised (``TimeoutError`` for a call timeout). Raise
-        :class:`VendorLimited` from ``fn`` for a vendor's 429.
+        What is retried: only a call that ran and raised, when its outcome
+        (:func:`admit.outcome_of`) is in the guard's ``retry_on`` -- by
+        default FAILURE (any exception not named below), TIMEOUT (the call
+        timeout, or a ``TimeoutError`` from ``fn``) and VENDOR_LIMITED
+        (:class:`VendorLimited`, the vendor's 429, which also pauses the
+        guard for its ``retry_after``) -- and only while attempts remain,
+        and the guard's retry budget has room.
+
+        What is never retried: the guard's own refusals, raised at once --
+        :class:`admit.CircuitOpen`, :class:`admit.RateLimited` (the pause,
+        the local or the global limiter would not let the call through
+        within the queue time left), :class:`admit.QueueTimeout` (the queue
+        time ran out while waiting), :class:`admit.Rejected` (the
+        semaphore's queue is full), :class:`admit.BackendUnavailable` and
+        any other :class:`admit.AdmitError` of a stage -- and
+        ``asyncio.CancelledError``. A refusal of a retry's attempt is
+        raised with the previous call's exception as its ``__cause__``;
+        when retries run out (or the budget refuses one), the last call's
+        exception is raised.
+
+        Time: ``queue_timeout`` bounds all the waiting of the call, across
+        its attempts: each retry may wait in the stages only for what the
+        earlier attempts left of it (once it is spent, a retry passes only
+        if no stage makes it wait, and is refused at once otherwise). The
+        backoff before a retry (at most the guard's ``backoff_max``) is not
+        queue time. So a call returns or raises
+        within ``queue_timeout + retries * backoff_max + (retries + 1) *
+        call_timeout`` (plus a vendor pause's round trip to Redis).
         """
         if not callable(fn):
             raise TypeError("fn must be a coroutine function")
@@ -378,18 +404,29 @@ class Guard:
         budget = None if call_timeout is None else seconds_to_ns(
             call_timeout, "call_timeout", allow_zero=False) / NS
         c, w, qt = self._start(queue_timeout)
+        # Queue time not spent yet (U64_MAX: no deadline), and this
+        # attempt's share of it.
+        left = qt
+        attempt_qt = qt
+        last: Optional[BaseException] = None
         delay = ffi.new("uint64_t*")
         while True:
             try:
                 await self._drive(c, w)
             except AdmitError as e:
-                if c.stage == lib.ADMIT_GUARD_STAGE_GLOBAL and \
-                        e.code == lib.ADMIT_ETIMEDOUT and \
-                        c.attempt < max_retries and \
-                        lib.admit_guard_retry(c, qt, delay) == 1:
-                    continue
+                # A stage refused: never retried (the C side gave back
+                # everything the attempt held).
                 _finish(w)
+                if last is not None:
+                    e.__cause__ = last
                 raise
+            if left != U64_MAX:
+                # The attempt waited from its start (its queue deadline
+                # less its queue time) to its admission (its call deadline
+                # less its call time), on the guard's clock.
+                waited = (c.call_deadline_ns - c.call_timeout_ns) - \
+                    (c.queue_deadline_ns - attempt_qt)
+                left = max(0, left - max(0, waited))
             limit = budget if budget is not None else c.call_timeout_ns / NS
             try:
                 result = await asyncio.wait_for(fn(*args, **kwargs), limit)
@@ -407,7 +444,9 @@ class Guard:
                         _finish(w)
                         raise
                 if outcome in self._retry_on and c.attempt < max_retries \
-                        and lib.admit_guard_retry(c, qt, delay) == 1:
+                        and lib.admit_guard_retry(c, left, delay) == 1:
+                    attempt_qt = left
+                    last = e
                     continue
                 _finish(w)
                 raise
