@@ -116,6 +116,40 @@ def test_route_limits_and_all_or_nothing(clock):
     assert c.get("/items/2", headers=h).status_code == 429
 
 
+def test_denial_reports_refunded_checks_after_the_refund(clock):
+    limit = RateLimit(TIERS, tier=lambda req: "free",
+                      routes={"/chat": "10/minute"}, key=by_header("X-User"),
+                      headers="both", clock=clock)
+    c = TestClient(make_app(limit))
+    h = {"X-User": "dave"}
+    for left in (2, 1, 0):
+        r = c.get("/chat", headers=h)
+        assert r.status_code == 200
+        assert r.headers["RateLimit"] == \
+            '"endpoint";r=%d;t=20, "free";r=%d;t=20' % (7 + left, left)
+    # The endpoint passes (7 left, then 6), the tier denies: the endpoint's
+    # unit is refunded, and the headers say 7 remain, not 6.
+    r = c.get("/chat", headers=h)
+    assert r.status_code == 429
+    assert r.headers["Retry-After"] == "20"
+    assert r.headers["RateLimit-Policy"] == \
+        '"endpoint";q=10;w=60, "free";q=3;w=60'
+    assert r.headers["RateLimit"] == '"endpoint";r=7;t=20, "free";r=0;t=20'
+    assert r.headers["X-RateLimit-Limit"] == "3"
+    assert r.headers["X-RateLimit-Remaining"] == "0"
+    assert r.headers["X-RateLimit-Reset"] == "20"
+    assert limit._backend.limiter.peek(
+        b"dave", tier="route:/chat").remaining == 7
+    # A user whose tier is spent elsewhere: the endpoint's state after the
+    # refund is as fresh as a new one (all 10 left, nothing to reset).
+    e = {"X-User": "erin"}
+    assert [c.get("/search", headers=e).status_code
+            for _ in range(3)] == [200] * 3
+    r = c.get("/chat", headers=e)
+    assert r.status_code == 429
+    assert r.headers["RateLimit"] == '"endpoint";r=10;t=0, "free";r=0;t=20'
+
+
 def test_multi_rate_policy(clock):
     limit = RateLimit("2/second;3/minute", clock=clock)
     c = TestClient(make_app(limit))

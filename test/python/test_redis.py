@@ -5,6 +5,7 @@ policies and the FastAPI dependency on Redis."""
 
 import asyncio
 import os
+import re
 import socket
 import time
 import uuid
@@ -286,6 +287,35 @@ def test_fastapi_on_redis_shares_across_apps(redis_url):
     t = int(r.headers["RateLimit"].rsplit("=", 1)[1])
     assert 1 <= t <= 3600
     assert r.headers["Retry-After"] == str(t)
+
+
+def test_fastapi_on_redis_denial_reports_state_after_refund(redis_url):
+    app = FastAPI(dependencies=[Depends(RateLimit(
+        {"free": "3/hour"}, routes={"/chat": "10/hour"},
+        backend=admit.Redis(redis_url, command_timeout=2.0),
+        namespace=name()))])
+
+    @app.get("/chat")
+    async def chat():
+        return {"ok": True}
+
+    c = TestClient(app)
+    fields = re.compile(r'"endpoint";r=(\d+);t=(\d+), "free";r=(\d+);'
+                        r't=(\d+)$')
+    for left in (2, 1, 0):
+        r = c.get("/chat")
+        assert r.status_code == 200
+        m = fields.match(r.headers["RateLimit"])
+        assert (int(m[1]), int(m[3])) == (7 + left, left)
+    # The endpoint passed (6 left), the tier denied: after the refund the
+    # endpoint has 7 left, and the header says so.
+    r = c.get("/chat")
+    assert r.status_code == 429
+    m = fields.match(r.headers["RateLimit"])
+    assert m is not None, r.headers["RateLimit"]
+    assert (int(m[1]), int(m[3])) == (7, 0)
+    assert 1 <= int(m[2]) <= 3600 and 1 <= int(m[4]) <= 3600
+    assert r.headers["Retry-After"] == m[4]
 
 
 async def test_close_refuses_while_decisions_are_in_flight(redis_url):

@@ -18,6 +18,7 @@ Answers: 429 with ``Retry-After`` and the IETF ``RateLimit-Policy`` /
 the older ``X-RateLimit-Limit/-Remaining/-Reset`` on request.
 """
 
+import asyncio
 import email.utils
 import hashlib
 import inspect
@@ -174,8 +175,10 @@ class _LocalBackend:
     async def check(self, c: _Check, key: bytes, cost: int) -> Decision:
         return self.limiter.try_acquire(key, cost, tier=c.tier)
 
-    async def refund(self, c: _Check, key: bytes, cost: int) -> None:
+    async def refund(self, c: _Check, key: bytes,
+                     cost: int) -> Optional[Decision]:
         self.limiter.refund(key, cost, tier=c.tier)
+        return self.limiter.peek(key, tier=c.tier)
 
     def __repr__(self) -> str:
         return "local"
@@ -199,8 +202,19 @@ class _RedisBackend:
     async def check(self, c: _Check, key: bytes, cost: int) -> Decision:
         return await self.limiters[c.tier].try_acquire_async(key, cost)
 
-    async def refund(self, c: _Check, key: bytes, cost: int) -> None:
-        await self.limiters[c.tier].refund_async(key, cost)
+    async def refund(self, c: _Check, key: bytes,
+                     cost: int) -> Optional[Decision]:
+        # Two round trips, in one worker thread, off the event loop.
+        lim = self.limiters[c.tier]
+
+        def refund_and_peek() -> Optional[Decision]:
+            lim.refund(key, cost)
+            try:
+                return lim.peek(key)
+            except AdmitError:
+                return None     # refunded, but the state is unknown
+        return await asyncio.get_running_loop().run_in_executor(
+            None, refund_and_peek)
 
     def __repr__(self) -> str:
         return "redis"
@@ -232,8 +246,13 @@ class RateLimit:
     ``headers``: ``"ietf"`` (default), ``"x"``, ``"both"`` or ``"none"``.
     ``clock`` (a :class:`admit.ManualClock`, local backend only) is for
     tests.
-    Denials raise HTTP 429 with ``Retry-After``; the decisions are left in
-    ``request.state.rate_limit`` for handlers.
+
+    Checks run endpoint first, then tier, all or nothing: when one denies,
+    the units the earlier ones took are refunded. Denials raise HTTP 429
+    with ``Retry-After``; the headers (and ``request.state.rate_limit``,
+    the (check, :class:`admit.Decision`) pairs left for handlers) show
+    each check's state after any refund, as a check consuming nothing
+    would see it.
     """
 
     def __init__(self, limits: Union[LimitSpec, Mapping[str, LimitSpec]], *,
@@ -365,8 +384,9 @@ class RateLimit:
                 raise
             results.append((c, d))
             if not d.allowed:
-                # All or nothing: give back what earlier checks took.
-                await self._undo(results[:-1], k, cost)
+                # All or nothing: give back what earlier checks took, and
+                # report what they have after the refund.
+                results[:-1] = await self._undo(results[:-1], k, cost)
                 request.state.rate_limit = results
                 h = rate_limit_headers(results, self._style)
                 h["Retry-After"] = str(retry_after_seconds(d.retry_after_ns))
@@ -376,13 +396,25 @@ class RateLimit:
             response.headers[name] = value
 
     async def _undo(self, results: List[Tuple[_Check, Decision]], k: bytes,
-                    cost: int) -> None:
+                    cost: int) -> List[Tuple[_Check, Decision]]:
+        """Refunds the units the allowed checks took; returns the checks
+        with their state after the refund (a check whose refund failed
+        keeps its decision: its units stay spent)."""
+        out: List[Tuple[_Check, Decision]] = []
         for c, d in results:
             if d.allowed:
                 try:
-                    await self._backend.refund(c, k, cost)
+                    after = await self._backend.refund(c, k, cost)
                 except AdmitError:
-                    pass
+                    after = d
+                if after is None:
+                    # Refunded but not read back: the units are back.
+                    after = Decision(True, d.limit,
+                                     min(d.remaining + cost, d.limit), 0,
+                                     d.reset_after_ns, d.limiting)
+                d = after
+            out.append((c, d))
+        return out
 
     def __repr__(self) -> str:
         tiers = {n: c.quota.spec for n, c in self._tiers.items()}
