@@ -7,7 +7,8 @@ import time
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 
 import admit
 from admit.fastapi import (AdmissionMiddleware, RateLimit, Readiness,
@@ -302,6 +303,66 @@ async def test_admission_queue_timeout_answers_503():
     assert mw.controller.stats().in_flight == 0
 
 
+async def test_admission_refusals_by_an_inner_layer_are_not_errors():
+    # An outer admission layer (the whole process) around an inner one
+    # (say, one expensive route): the inner layer's 503s are load, not
+    # faults, so the outer error rate (which /ready reads) stays 0.
+    inner, state, _ = admission_app(max_in_flight=1, backlog=0)
+    outer = AdmissionMiddleware(inner, max_in_flight=10, backlog=10)
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport,
+                                 base_url="http://t") as client:
+        first = asyncio.ensure_future(client.get("/work"))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if inner.saturation()["in_flight"] == 1:
+                break
+        codes = [(await client.get("/work")).status_code for _ in range(3)]
+        assert codes == [503] * 3
+        state["event"].set()
+        assert (await first).status_code == 200
+    st = outer.controller.stats()
+    assert (st.admitted, st.completed, st.errors) == (4, 4, 0)
+    assert (st.recent_calls, st.recent_errors) == (4, 0)
+    st = inner.controller.stats()
+    assert (st.admitted, st.rejected, st.completed, st.errors) == \
+        (1, 3, 1, 0)
+
+
+async def test_admission_app_5xx_count_unless_excluded():
+    app = FastAPI()
+
+    @app.get("/busy")
+    async def busy():
+        raise HTTPException(503, "deliberately unavailable")
+
+    @app.get("/boom")
+    async def boom():
+        return JSONResponse({"detail": "broken"}, status_code=500)
+
+    @app.get("/ok")
+    async def fine():
+        return {"ok": True}
+
+    for excluded, errors in (((), 3), ({503}, 1)):
+        mw = AdmissionMiddleware(app, exclude_statuses=excluded)
+        transport = httpx.ASGITransport(app=mw)
+        async with httpx.AsyncClient(transport=transport,
+                                     base_url="http://t") as client:
+            codes = [(await client.get(p)).status_code
+                     for p in ("/busy", "/boom", "/ok", "/busy")]
+        assert codes == [503, 500, 200, 503]
+        st = mw.controller.stats()
+        assert (st.completed, st.errors, st.recent_calls,
+                st.recent_errors) == (4, errors, 4, errors)
+    assert mw.outcome(503) == admit.Outcome.CANCELLED
+    assert mw.outcome(502) == admit.Outcome.FAILURE
+    assert mw.outcome(404) == admit.Outcome.SUCCESS
+    assert mw.outcome(200, {"admit.rejected": True}) == \
+        admit.Outcome.CANCELLED
+    assert repr(mw).endswith("exclude_statuses=[503])")
+
+
 def test_admission_bad_arguments():
     with pytest.raises(ValueError, match="max_in_flight"):
         AdmissionMiddleware(None, max_in_flight=0)
@@ -311,6 +372,14 @@ def test_admission_bad_arguments():
         AdmissionMiddleware(None, queue_timeout="5")
     with pytest.raises(TypeError, match="exempt"):
         AdmissionMiddleware(None, exempt="/health")
+    with pytest.raises(TypeError, match="exclude_statuses"):
+        AdmissionMiddleware(None, exclude_statuses="503")
+    with pytest.raises(TypeError, match="exclude_statuses"):
+        AdmissionMiddleware(None, exclude_statuses=503)
+    with pytest.raises(TypeError, match="exclude_statuses"):
+        AdmissionMiddleware(None, exclude_statuses={"503"})
+    with pytest.raises(ValueError, match="exclude_statuses"):
+        AdmissionMiddleware(None, exclude_statuses={99})
     assert repr(AdmissionMiddleware(None, max_in_flight=4, backlog=8)) == (
         "AdmissionMiddleware(AdmissionController(max_in_flight=4, "
         "backlog=8, in_flight=0, waiting=0), queue_timeout=5, "

@@ -438,7 +438,21 @@ class AdmissionMiddleware:
     (prefix match, default ``/health`` and ``/ready``) pass untouched.
     ``priority`` (a function of the ASGI scope, 0 most urgent, default 1)
     picks the class. Pass ``controller`` to share one (e.g. with
-    :class:`Readiness`); a response of 500 or more counts as a failure.
+    :class:`Readiness`).
+
+    What feeds the error rate (``recent_errors`` of the controller, which
+    :class:`admit.Health` and ``/ready`` read): each admitted request is
+    left with an outcome. A response of 500 or more is a FAILURE, unless
+    its status is in ``exclude_statuses`` (e.g. ``{503}`` for an app whose
+    503s are deliberate); an exception out of the app is a FAILURE (or a
+    TIMEOUT for a ``TimeoutError``; CANCELLED if the client went away);
+    anything else is a SUCCESS. Refusals for load are never errors: this
+    middleware's own 503s (backlog full, queue timeout, shed) are not
+    admitted requests at all, and a request an inner admission layer
+    refused (it sets ``scope["admit.rejected"]``, as this middleware
+    does) or whose status is excluded is left as CANCELLED: counted among
+    the recent requests but not as an error, and ignored by an adaptive
+    limit.
 
         app.add_middleware(AdmissionMiddleware, max_in_flight=100,
                            backlog=200)
@@ -450,8 +464,21 @@ class AdmissionMiddleware:
                  retry_after: int = 1,
                  priority: Optional[Callable[[Any], int]] = None,
                  controller: Optional[AdmissionController] = None,
+                 exclude_statuses: Iterable[int] = (),
                  **options: Any) -> None:
         seconds_to_ns(queue_timeout, "queue_timeout")
+        if isinstance(exclude_statuses, (str, bytes)) or \
+                not isinstance(exclude_statuses, Iterable):
+            raise TypeError("exclude_statuses must be a set of HTTP status "
+                            "codes")
+        excluded = frozenset(exclude_statuses)
+        for code in excluded:
+            if isinstance(code, bool) or not isinstance(code, int):
+                raise TypeError("exclude_statuses must hold ints, not %s"
+                                % type(code).__name__)
+            if not 100 <= code <= 599:
+                raise ValueError("exclude_statuses: %d is not an HTTP "
+                                 "status code" % code)
         positive_int(retry_after, "retry_after")
         if isinstance(exempt, str):
             raise TypeError("exempt must be a list of path prefixes")
@@ -462,6 +489,7 @@ class AdmissionMiddleware:
         self.queue_timeout = float(queue_timeout)
         self.retry_after = retry_after
         self.priority = priority
+        self.exclude_statuses = excluded
         if controller is None:
             controller = AdmissionController(max_in_flight, backlog,
                                              **options)
@@ -481,7 +509,7 @@ class AdmissionMiddleware:
             permit = await self.controller.enter(timeout=self.queue_timeout,
                                                  priority=prio)
         except (Rejected, QueueTimeout):
-            await self._reject(send)
+            await self._reject(scope, send)
             return
         status = [0]
 
@@ -493,15 +521,25 @@ class AdmissionMiddleware:
         outcome = Outcome.FAILURE
         try:
             await self.app(scope, receive, send_status)
-            outcome = Outcome.FAILURE if status[0] >= 500 else \
-                Outcome.SUCCESS
+            outcome = self.outcome(status[0], scope)
         except BaseException as e:
             outcome = outcome_of(e)
             raise
         finally:
             permit.leave(outcome)
 
-    async def _reject(self, send: Any) -> None:
+    def outcome(self, status: int, scope: Any = None) -> Outcome:
+        """The outcome an admitted request that answered ``status`` is left
+        with (see the class documentation)."""
+        if scope is not None and scope.get("admit.rejected"):
+            return Outcome.CANCELLED
+        if status in self.exclude_statuses:
+            return Outcome.CANCELLED
+        return Outcome.FAILURE if status >= 500 else Outcome.SUCCESS
+
+    async def _reject(self, scope: Any, send: Any) -> None:
+        # Tells outer admission layers this 503 is a refusal for load.
+        scope["admit.rejected"] = True
         await send({"type": "http.response.start", "status": 503,
                     "headers": [
                         (b"content-type", b"application/json"),
@@ -517,8 +555,10 @@ class AdmissionMiddleware:
                 s.displaced + s.timed_out}
 
     def __repr__(self) -> str:
-        return "AdmissionMiddleware(%r, queue_timeout=%g, exempt=%r)" % (
-            self.controller, self.queue_timeout, self.exempt)
+        ex = ", exclude_statuses=%r" % sorted(self.exclude_statuses) \
+            if self.exclude_statuses else ""
+        return "AdmissionMiddleware(%r, queue_timeout=%g, exempt=%r%s)" % (
+            self.controller, self.queue_timeout, self.exempt, ex)
 
 
 # -- health ----------------------------------------------------------------
