@@ -240,6 +240,35 @@ static void bench_redis_benchmark(int port, int clients, int pipeline,
   add(t, (double)n, (double)n / rps);
 }
 
+/* Prints the server's own time per call of EVALSHA and of the commands
+ * the script runs (INFO commandstats since the last CONFIG RESETSTAT). */
+static void server_time(int port) {
+  redisContext* c = redisConnect("127.0.0.1", port);
+  if (c == NULL || c->err) {
+    if (c != NULL) redisFree(c);
+    return;
+  }
+  redisReply* r = redisCommand(c, "INFO commandstats");
+  if (r != NULL && r->type == REDIS_REPLY_STRING) {
+    static const char* const cmds[] = {"evalsha", "time", "hmget", "hset",
+                                       "pexpireat", "pexpire", "del"};
+    printf("\nserver time per call (INFO commandstats, all rows):\n");
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+      char pat[64];
+      snprintf(pat, sizeof(pat), "cmdstat_%s:calls=", cmds[i]);
+      const char* p = strstr(r->str, pat);
+      if (p == NULL) continue;
+      long long calls = atoll(p + strlen(pat));
+      const char* u = strstr(p, "usec_per_call=");
+      if (u == NULL) continue;
+      printf("  %-10s %12lld calls %8.2f us\n", cmds[i], calls,
+             atof(u + strlen("usec_per_call=")));
+    }
+  }
+  if (r != NULL) freeReplyObject(r);
+  redisFree(c);
+}
+
 static void ratio(const char* what, double ours, double base, double target) {
   if (base <= 0) {
     printf("%-44s   n/a (no baseline)\n", what);
@@ -282,6 +311,13 @@ int main(int argc, char** argv) {
   lo.name = "gcra";
   admit_redis_limiter_new(&lim, conn, &lo);
 
+  redisContext* rc = redisConnect("127.0.0.1", port);
+  if (rc != NULL && !rc->err) {
+    redisReply* r = redisCommand(rc, "CONFIG RESETSTAT");
+    if (r != NULL) freeReplyObject(r);
+  }
+  if (rc != NULL) redisFree(rc);
+
   /* Each pair takes turns, round by round, so that a load change on a
    * shared machine falls on both sides of a ratio alike. */
   const int rounds = 5;
@@ -322,6 +358,7 @@ int main(int argc, char** argv) {
   ratio("1 caller / raw hiredis round trip", r_one, r_raw, 0.8);
   ratio("16 callers / redis-benchmark 16 clients", r_16, r_rb16, 0.7);
   ratio("async 256 / redis-benchmark 50 x P16", r_async, r_rbp, 0.6);
+  server_time(port);
 
   if (raw_ctx != NULL) redisFree(raw_ctx);
   admit_redis_limiter_free(lim);

@@ -50,26 +50,29 @@ static int get_u64(redisReply* e, uint64_t* out) {
 
 int admit__rcall_parse_decision(admit__rcall_t* c, redisReply* reply) {
   if (reply->type == REDIS_REPLY_ERROR) return parse_error(reply);
-  if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 7)
+  if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 8)
     return ADMIT_EPROTO;
-  uint64_t v[7];
-  for (int i = 0; i < 7; i++)
+  uint64_t v[8];
+  for (int i = 0; i < 8; i++)
     if (get_u64(reply->element[i], &v[i]) < 0) return ADMIT_EPROTO;
+  /* The server time comes as seconds and nanoseconds. */
+  if (v[7] >= 1000000000u || v[6] > (UINT64_MAX - v[7]) / 1000000000u)
+    return ADMIT_EPROTO;
   c->d.allowed = v[0] != 0;
   c->d.limiting = (uint32_t)v[1];
   c->d.limit = v[2];
   c->d.remaining = v[3];
   c->d.retry_after_ns = v[4];
   c->d.reset_after_ns = v[5];
-  c->now_ns = v[6];
+  c->now_ns = v[6] * 1000000000u + v[7];
   c->extra_ns = 0;
-  if (reply->elements >= 8) {
-    redisReply* e = reply->element[7];
+  if (reply->elements >= 9) {
+    redisReply* e = reply->element[8];
     if (e->type == REDIS_REPLY_STRING && e->len > 0 &&
         admit__parse_u64(e->str, e->len, &c->extra_ns) < 0)
       return ADMIT_EPROTO;
   }
-  if (reply->elements >= 9 && get_u64(reply->element[8], &c->held) < 0)
+  if (reply->elements >= 10 && get_u64(reply->element[9], &c->held) < 0)
     return ADMIT_EPROTO;
   return 0;
 }

@@ -89,8 +89,9 @@ int admit__rcall_simple(admit_redis_t* r, int argc, const char* const* argv,
                         const size_t* lens, int script, uint64_t timeout_ns,
                         long long* integer);
 
-/* Parses a limit.lua/sem.lua decision reply into c->d, c->now_ns and
- * (element 8, if a string) c->extra_ns, (element 9) c->held. */
+/* Parses a limit.lua/sem.lua decision reply (elements 1-6 the decision,
+ * 7-8 the server time as seconds and nanoseconds) into c->d, c->now_ns
+ * and (element 9, if a string) c->extra_ns, (element 10) c->held. */
 int admit__rcall_parse_decision(admit__rcall_t* c, struct redisReply* reply);
 
 /* Parses a decimal string of at most 20 digits into @p out. */

@@ -341,12 +341,100 @@ static void test_same_as_local_limiter(void** state) {
   }
 }
 
+/* What a check during a pause must answer: the quota's own decision,
+ * denied, with nothing remaining and retry and reset at least the time
+ * left (see decide() in lib/lua/_lib.lua). */
+static admit_decision_t paused(admit_decision_t d, uint64_t left) {
+  if (d.allowed) d.retry_after_ns = 0;
+  d.allowed = 0;
+  d.remaining = 0;
+  if (left > d.retry_after_ns) d.retry_after_ns = left;
+  if (left > d.reset_after_ns) d.reset_after_ns = left;
+  return d;
+}
+
+/* A pause (a vendor's Retry-After) denies every check until it ends and
+ * consumes nothing; from its end on, decisions are algo.c's again. The
+ * single-rate bucket (the script's fast path) and a two-rate one (the
+ * general path) must agree to the nanosecond. */
+static void test_pause_exact(void** state) {
+  (void)state;
+  REDIS_OR_SKIP();
+  const char* specs[2] = {"5/s", "5/s;1000/h"};
+  for (int si = 0; si < 2; si++) {
+    admit_quota_t q = tr_quota(ADMIT_TOKEN_BUCKET, specs[si]);
+    admit__algo_t a;
+    assert_int_equal(admit__algo_init(&a, &q), 0);
+    admit_redis_limiter_options_t lo;
+    memset(&lo, 0, sizeof(lo));
+    lo.quota = &q;
+    lo.name = si == 0 ? "pause1" : "pause2";
+    admit_redis_limiter_t* l = NULL;
+    assert_int_equal(admit_redis_limiter_new(&l, conn, &lo), 0);
+    admit__cell_t cells[ADMIT_RATES_MAX], next[ADMIT_RATES_MAX];
+    memset(cells, 0, sizeof(cells));
+    uint64_t t0 = UINT64_C(1700000000123456789), two = 2;
+    admit_decision_t want, got;
+    assert_true(admit__algo_decide(&a, cells, next, t0, 2, &want) >= 0);
+    memcpy(cells, next, sizeof(cells));
+    assert_int_equal(admit__redis_limiter_op_at(l, "try", "k", 1, t0, &two,
+                                                1, &got, NULL, NULL), 0);
+    expect_same(&want, &got, "before the pause", 0, t0);
+
+    /* Paused for 700 ms + 3 ns; the reply is a check during it. */
+    uint64_t dur = 700 * (uint64_t)ADMIT_MILLISECOND + 3, until = 0, srv = 0;
+    assert_int_equal(admit__redis_limiter_op_at(l, "pause", "k", 1, t0, &dur,
+                                                1, &got, &srv, &until), 0);
+    assert_int_equal(srv, t0);
+    assert_int_equal(until, t0 + dur);
+    admit__algo_peek(&a, cells, t0, &want);
+    want = paused(want, dur);
+    expect_same(&want, &got, "pause reply", 0, t0);
+    /* A shorter pause leaves it as it is. */
+    uint64_t one = 1;
+    assert_int_equal(admit__redis_limiter_op_at(l, "pause", "k", 1, t0, &one,
+                                                1, &got, NULL, &until), 0);
+    assert_int_equal(until, t0 + dur);
+
+    /* During the pause: denied, nothing consumed (algo.c's cells stay). */
+    const uint64_t during[4] = {t0, t0 + 1, t0 + 350 * ADMIT_MILLISECOND,
+                                t0 + dur - 1};
+    for (int i = 0; i < 4; i++) {
+      uint64_t now = during[i];
+      assert_true(admit__algo_decide(&a, cells, next, now, 2, &want) >= 0);
+      want = paused(want, t0 + dur - now);
+      assert_int_equal(admit__redis_limiter_op_at(l, "try", "k", 1, now,
+                                                  &two, 1, &got, NULL, NULL),
+                       0);
+      expect_same(&want, &got, "try during the pause", i, now);
+      admit__algo_peek(&a, cells, now, &want);
+      want = paused(want, t0 + dur - now);
+      assert_int_equal(admit__redis_limiter_op_at(l, "peek", "k", 1, now,
+                                                  NULL, 0, &got, NULL, NULL),
+                       0);
+      expect_same(&want, &got, "peek during the pause", i, now);
+    }
+    /* From its last nanosecond on, algo.c's decisions again. */
+    for (int i = 0; i < 6; i++) {
+      uint64_t now = t0 + dur + (uint64_t)i * 150 * ADMIT_MILLISECOND;
+      assert_true(admit__algo_decide(&a, cells, next, now, 2, &want) >= 0);
+      memcpy(cells, next, sizeof(cells));
+      assert_int_equal(admit__redis_limiter_op_at(l, "try", "k", 1, now,
+                                                  &two, 1, &got, NULL, NULL),
+                       0);
+      expect_same(&want, &got, "try after the pause", i, now);
+    }
+    admit_redis_limiter_free(l);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_vectors_small_clock),
       cmocka_unit_test(test_vectors_epoch_clock),
       cmocka_unit_test(test_vectors_far_clock),
       cmocka_unit_test(test_exact_boundaries),
+      cmocka_unit_test(test_pause_exact),
       cmocka_unit_test(test_same_as_local_limiter),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

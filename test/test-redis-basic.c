@@ -204,6 +204,82 @@ static void test_host_name(void** state) {
   redisFree(c);
 }
 
+/* A hash field of @p key as an integer, or -1 if it is missing. */
+static long long hfield(redisContext* c, const char* key, const char* f) {
+  redisReply* r = redisCommand(c, "HGET %s %s", key, f);
+  long long v = -1;
+  if (r != NULL && r->type == REDIS_REPLY_STRING) v = strtoll(r->str, NULL, 10);
+  if (r != NULL) freeReplyObject(r);
+  return v;
+}
+
+/* The expiry of a token bucket's key @p key: the one recorded in field
+ * 'e' (which the script's fast path trusts), covering the state (the
+ * arrival time 'b' s + 't1' ns, and @p pause_ms), by at most 100 ms more
+ * than the later of the two. */
+static void expect_expiry(redisContext* c, const char* key,
+                          long long pause_ms) {
+  long long at = tr_int(c, "PEXPIRETIME %s", key);
+  assert_int_equal(at, hfield(c, key, "e"));
+  long long b = hfield(c, key, "b"), t1 = hfield(c, key, "t1");
+  assert_true(b > 1600000000 && t1 >= 0);
+  long long tat_ms = b * 1000 + (t1 + 999999) / 1000000;
+  long long need = tat_ms > pause_ms ? tat_ms : pause_ms;
+  if (at < need || at > need + 100)
+    fprintf(stderr, "expiry %lld, state until %lld\n", at, need);
+  assert_true(at >= need && at <= need + 100);
+}
+
+/* A token bucket's key lives as long as its state matters and at most
+ * 100 ms longer, whichever path wrote it last (try and peek take the
+ * script's fast path; refund and pause the general one). */
+static void test_bucket_expiry(void** state) {
+  (void)state;
+  REDIS_OR_SKIP();
+  redisContext* c = tr_shared_raw();
+  assert_non_null(c);
+  if (tr_int(c, "PEXPIRETIME nosuchkey") != -2) {
+    redisFree(c);
+    fprintf(stderr, "no PEXPIRETIME (Redis < 7): skipped\n");
+    skip();
+  }
+  admit_redis_t* r = connect_shared("t-exp");
+  admit_quota_t q = tr_quota(ADMIT_TOKEN_BUCKET, "10/s");
+  admit_redis_limiter_options_t lo;
+  memset(&lo, 0, sizeof(lo));
+  lo.quota = &q;
+  lo.name = "exp";
+  admit_redis_limiter_t* l = NULL;
+  assert_int_equal(admit_redis_limiter_new(&l, r, &lo), 0);
+  const char* key = "t-exp:{s}:exp";
+  admit_decision_t d;
+  for (int i = 0; i < 6; i++) {
+    assert_int_equal(admit_redis_limiter_try(l, "s", 1, 1, &d), 0);
+    assert_true(d.allowed);
+    expect_expiry(c, key, 0);
+  }
+  assert_int_equal(admit_redis_limiter_refund(l, "s", 1, 4), 0);
+  expect_expiry(c, key, 0);
+  assert_int_equal(admit_redis_limiter_try(l, "s", 1, 3, &d), 0);
+  assert_true(d.allowed);
+  expect_expiry(c, key, 0);
+  uint64_t until = 0;
+  assert_int_equal(admit_redis_limiter_pause(l, "s", 1,
+                                             700 * ADMIT_MILLISECOND, &until),
+                   0);
+  long long pause_ms = (long long)((until + 999999) / 1000000);
+  expect_expiry(c, key, pause_ms);
+  /* A check during the pause writes nothing. */
+  assert_int_equal(admit_redis_limiter_try(l, "s", 1, 1, &d), 0);
+  assert_false(d.allowed);
+  expect_expiry(c, key, pause_ms);
+  admit_redis_limiter_free(l);
+  admit_redis_free(r);
+  tr_flush_prefix(c, "t-exp");
+  tr_flush_prefix(c, "admit");
+  redisFree(c);
+}
+
 typedef struct hammer_s {
   admit_redis_limiter_t* l;
   int n;
@@ -251,6 +327,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_gcra_end_to_end),
       cmocka_unit_test(test_keys_and_hash_tags),
+      cmocka_unit_test(test_bucket_expiry),
       cmocka_unit_test(test_unix_socket),
       cmocka_unit_test(test_host_name),
       cmocka_unit_test(test_threads_share_connection),

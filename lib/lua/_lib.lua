@@ -7,8 +7,12 @@
 -- and the C side refuses quotas whose durations could reach 2^52 ns (about
 -- 52 days) or whose window limits exceed 2^32. Absolute times (nanoseconds
 -- since the Unix epoch, about 2^61) do not fit, so they are held as pairs
--- {seconds, nanoseconds} and stored as decimal strings of nanoseconds.
--- Products that could pass 2^53 (sliding windows) use exact helpers.
+-- {seconds, nanoseconds} and stored as decimal strings of nanoseconds;
+-- except token-bucket times, which are stored as nanoseconds after a base
+-- second (field 'b', the second of the last write), small enough to pass
+-- to and from Redis as plain numbers (no string building: see the fast
+-- path in limit.lua). Products that could pass 2^53 (sliding windows) use
+-- exact helpers.
 --
 -- Time: the server's TIME (microseconds, so server "now" is a multiple of
 -- 1000 ns), unless the caller passes a "now" for tests (ARGV[2]).
@@ -153,6 +157,7 @@ end
 -- Loads the state of every rate of quota q from hash key k.
 local function load_state(k, q)
   local fields = {}
+  if q.algo == 0 then fields[1] = 'b' end
   for i = 1, q.n do
     if q.algo == 0 then
       fields[#fields + 1] = 't' .. i
@@ -167,7 +172,14 @@ local function load_state(k, q)
   local st = {pause = t_parse(v[#v])}
   for i = 1, q.n do
     if q.algo == 0 then
-      st[i] = {tat = t_parse(v[i])}
+      -- 'b' seconds plus 't<i>' nanoseconds (which may be negative).
+      local tat = nil
+      if v[1] and v[i + 1] then
+        local off = tonumber(v[i + 1])
+        local r = off % E9
+        tat = {tonumber(v[1]) + (off - r) / E9, r}
+      end
+      st[i] = {tat = tat}
     else
       local j = (i - 1) * 3
       st[i] = {win = t_parse(v[j + 1]), c = tonumber(v[j + 2]) or 0,
@@ -332,8 +344,16 @@ local function store_state(k, q, st, now)
     local s = st[i]
     if q.algo == 0 then
       if s.tat ~= nil then
+        -- Nanoseconds after the base second now[1] (exact below 2^53; a
+        -- time more than 2^52 ns in the past counts as that far back).
+        if #args == 0 then
+          args[1] = 'b'
+          args[2] = now[1]
+        end
+        local off = (s.tat[1] - now[1]) * E9 + s.tat[2]
+        if off < -4503599627370496 then off = -4503599627370496 end
         args[#args + 1] = 't' .. i
-        args[#args + 1] = t_str(s.tat)
+        args[#args + 1] = off
         if t_cmp(s.tat, now) > 0 then ttl = max(ttl, t_diff(s.tat, now)) end
       end
     elseif s.win ~= nil then
@@ -356,6 +376,21 @@ local function store_state(k, q, st, now)
     redis.call('DEL', k)
     return
   end
+  if q.algo == 0 and not injected then
+    -- A token bucket records its expiry (absolute server ms, rounded up so
+    -- the state never vanishes too early) in field 'e', which the fast
+    -- path in limit.lua trusts: every write of its expiry writes 'e' too.
+    local e = now[1] * 1000 + math.ceil((now[2] + ttl) / 1000000)
+    args[#args + 1] = 'e'
+    args[#args + 1] = e
+    redis.call('HSET', k, unpack(args))
+    redis.call('PEXPIREAT', k, e)
+    return
+  end
+  if q.algo == 0 then
+    args[#args + 1] = 'e'
+    args[#args + 1] = 0
+  end
   redis.call('HSET', k, unpack(args))
   -- Milliseconds, rounded up so the state never vanishes too early.
   local ms = math.floor((ttl + 999999) / 1000000)
@@ -364,10 +399,11 @@ local function store_state(k, q, st, now)
 end
 
 -- The decision as a reply: allowed, limiting (0-based), limit, remaining,
--- retry_after_ns, reset_after_ns, server now (ns string).
+-- retry_after_ns, reset_after_ns, server now (seconds, then nanoseconds:
+-- two integers, which cost less than one formatted string).
 local function reply(d, now)
   local a = 0
   if d.allowed then a = 1 end
   return {a, d.limiting - 1, d.limit, d.remaining, d.retry, d.reset,
-          t_str(now)}
+          now[1], now[2]}
 end

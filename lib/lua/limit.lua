@@ -14,7 +14,100 @@
 --                            (mode 'rel') or value (mode 'abs'), in ns;
 --                            a pause never shortens an existing one
 -- Every op replies with a decision (see reply() in _lib.lua); pause adds
--- the pause's end (ns string) as an eighth element.
+-- the pause's end (ns string) as a ninth element.
+
+-- The fast path: try and peek of a single-rate token bucket, the common
+-- case, before the prelude (tools/embed-lua.sh inserts it at the marker
+-- below), so that a call pays for none of the prelude's closures, tables
+-- and string building. It is the general path below specialised by hand
+-- (eval_rate, decide, store_state and reply for one GCRA rate): HMGET,
+-- TIME, and for an admitted try HSET (and now and then PEXPIREAT, see
+-- below). Strings from Redis and ARGV are coerced by arithmetic (exact
+-- for integers below 2^53), and numbers go back to Redis as integers.
+-- test-redis-algo.c checks both paths against lib/algo.c.
+if ARGV[3] == '0' and ARGV[4] == '1' and
+    (ARGV[1] == 'try' or ARGV[1] == 'peek') then
+  local key = KEYS[1]
+  local v = redis.call('HMGET', key, 'b', 't1', 'z', 'e')
+  local s, ns
+  local at = ARGV[2]
+  if at == '' then
+    local t = redis.call('TIME')
+    s, ns = t[1] + 0, t[2] * 1000
+  else
+    -- A test's injected time (decimal ns).
+    local l = #at
+    if l <= 9 then
+      s, ns = 0, at + 0
+    else
+      s, ns = string.sub(at, 1, l - 9) + 0, string.sub(at, l - 8) + 0
+    end
+  end
+  local interval, tol = ARGV[7] + 0, ARGV[8] + 0
+  local cost = 0
+  if ARGV[1] == 'try' then cost = ARGV[9] + 0 end
+  -- d: how far the theoretical arrival time is ahead of now.
+  local d = 0
+  if v[1] and v[2] then
+    d = v[2] + (v[1] - s) * 1000000000 - ns
+    if d < 0 then d = 0 end
+  end
+  local nd = d + cost * interval
+  local ok = nd <= tol
+  local rem, retry, reset = 0, 0, nd
+  if ok then
+    rem = math.floor((tol - nd) / interval)
+  else
+    if tol > d then rem = math.floor((tol - d) / interval) end
+    retry, reset = nd - tol, d
+  end
+  local z = v[3]
+  if z then
+    -- A pause (absolute ns) denies everything until it ends.
+    local l = #z
+    local zs, zn = 0, 0
+    if l <= 9 then
+      zn = z + 0
+    else
+      zs, zn = string.sub(z, 1, l - 9) + 0, string.sub(z, l - 8) + 0
+    end
+    if zs > s or (zs == s and zn > ns) then
+      local left = (zs - s) * 1000000000 + (zn - ns)
+      ok, rem = false, 0
+      if left > retry then retry = left end
+      if left > reset then reset = left end
+    end
+  end
+  if ok and cost > 0 then
+    if at ~= '' then
+      -- An injected time: kept long in real time (see store_state).
+      local ms = math.floor((nd + 999999) / 1000000)
+      if ms < 600000 then ms = 600000 end
+      redis.call('HSET', key, 'b', s, 't1', nd + ns, 'e', 0)
+      redis.call('PEXPIRE', key, ms)
+    else
+      -- The key must live until the new arrival time (absolute server
+      -- ms, rounded up). When the expiry last set ('e') already covers
+      -- it, nothing more is needed; else it is set 100 ms later than
+      -- that, so that a busy key renews it only now and then, and an
+      -- idle key outlives its state by at most 100 ms.
+      local need = s * 1000 + math.ceil((ns + nd) / 1000000)
+      local e = v[4]
+      if e and e + 0 >= need then
+        redis.call('HSET', key, 'b', s, 't1', nd + ns)
+      else
+        e = need + 100
+        redis.call('HSET', key, 'b', s, 't1', nd + ns, 'e', e)
+        redis.call('PEXPIREAT', key, e)
+      end
+    end
+  end
+  local a = 0
+  if ok then a = 1 end
+  return {a, 0, ARGV[5], rem, retry, reset, s, ns}
+end
+
+-- @prelude
 
 local key = KEYS[1]
 local op = ARGV[1]
@@ -119,7 +212,7 @@ if op == 'pause' then
   local out = reply(decide(q, st, now, 0), now)
   local p = st.pause
   if t_cmp(p, now) < 0 then p = now end
-  out[8] = t_str(p)
+  out[9] = t_str(p)
   return out
 end
 

@@ -6,8 +6,8 @@
 --
 -- ARGV: op, now ('' = server TIME), lease id, capacity, lease ns, then
 -- with KEYS[2] the quota (see read_quota) and the cost. Ops:
---   acquire  reply: decision (see reply()), lease expiry (ns string), held
---            permits after the call. When the capacity decided, limiting
+--   acquire  reply: decision (see reply(), eight elements), lease expiry
+--            (ns string), held permits after the call. When the capacity decided, limiting
 --            is the number of rates (one past the last rate).
 --   release  reply: 1 if the lease was held, else 0
 --   renew    reply: {1, new expiry} if still held, else {0, ''}
@@ -87,10 +87,10 @@ if not full and (d == nil or d.allowed) then
   if d ~= nil then
     out = reply(d, now)
   else
-    out = {1, 0, cap, cap - held, 0, 0, t_str(now)}
+    out = {1, 0, cap, cap - held, 0, 0, now[1], now[2]}
   end
-  out[8] = us_str(exp_us)
-  out[9] = held
+  out[9] = us_str(exp_us)
+  out[10] = held
   return out
 end
 
@@ -98,11 +98,11 @@ local out
 if full and (d == nil or d.allowed or wait >= d.retry) then
   local nr = 0
   if q ~= nil then nr = q.n end
-  out = {0, nr, cap, 0, wait, 0, t_str(now)}
+  out = {0, nr, cap, 0, wait, 0, now[1], now[2]}
   if d ~= nil then out[6] = d.reset end
 else
   out = reply(d, now)
 end
-out[8] = ''
-out[9] = held
+out[9] = ''
+out[10] = held
 return out
