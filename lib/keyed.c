@@ -130,7 +130,8 @@ static inline void shard_unlock(shard_lock_t* l) {
 typedef struct shard_s {
   _Alignas(64) shard_lock_t lock;
   uint64_t now;      /* latest clock reading used here */
-  uint8_t* slots;    /* cap * slot_size bytes */
+  uint8_t* slots;    /* cap * slot_size bytes, 64-byte aligned in slots_mem */
+  void* slots_mem;   /* the allocation (table_bytes) */
   size_t cap;        /* slots */
   size_t count;      /* keys held */
   /* Copies of slots and cap read without the lock, only to prefetch. */
@@ -212,17 +213,44 @@ static inline const uint8_t* slot_key(const uint8_t* sl, size_t keylen) {
   return p;
 }
 
+static inline uint64_t load64(const uint8_t* p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+/* A key as a call looks for it: its head, and the bytes of an inline key
+ * as the slot holds them (zero-padded to 16 bytes), so that a probe
+ * compares two words instead of calling memcmp: glibc's memcmp reads 32
+ * bytes at once for short lengths, which would touch the next slot's cache
+ * line as often as not. */
+typedef struct probe_s {
+  uint64_t hash;
+  uint64_t head;
+  const void* key;
+  size_t keylen;
+  uint64_t kw[2];
+} probe_t;
+
+static inline bool slot_has_key(const uint8_t* sl, const probe_t* p) {
+  if (p->keylen <= KEY_INLINE) {
+    return load64(sl + 8) == p->kw[0] && load64(sl + 16) == p->kw[1];
+  }
+  return memcmp(slot_key(sl, p->keylen), p->key, p->keylen) == 0;
+}
+
 static inline void cells_load(const tier_t* t, const uint8_t* sl,
                               admit__cell_t* c) {
   const uint8_t* w = sl + SLOT_HEAD;
-  for (uint32_t i = 0; i < t->algo.nrates; i++) {
-    memcpy(&c[i].w0, w, 8);
-    w += 8;
-    if (t->per_rate == 2) {
-      memcpy(&c[i].w1, w, 8);
-      w += 8;
-    } else {
+  if (t->per_rate == 1) {
+    for (uint32_t i = 0; i < t->algo.nrates; i++) {
+      c[i].w0 = load64(w + 8 * i);
       c[i].w1 = 0;
+    }
+  } else {
+    for (uint32_t i = 0; i < t->algo.nrates; i++) {
+      c[i].w0 = load64(w + 16 * i);
+      c[i].w1 = load64(w + 16 * i + 8);
     }
   }
 }
@@ -230,12 +258,14 @@ static inline void cells_load(const tier_t* t, const uint8_t* sl,
 static inline void cells_store(const tier_t* t, uint8_t* sl,
                                const admit__cell_t* c) {
   uint8_t* w = sl + SLOT_HEAD;
-  for (uint32_t i = 0; i < t->algo.nrates; i++) {
-    memcpy(w, &c[i].w0, 8);
-    w += 8;
-    if (t->per_rate == 2) {
-      memcpy(w, &c[i].w1, 8);
-      w += 8;
+  if (t->per_rate == 1) {
+    for (uint32_t i = 0; i < t->algo.nrates; i++) {
+      memcpy(w + 8 * i, &c[i].w0, 8);
+    }
+  } else {
+    for (uint32_t i = 0; i < t->algo.nrates; i++) {
+      memcpy(w + 16 * i, &c[i].w0, 8);
+      memcpy(w + 16 * i + 8, &c[i].w1, 8);
     }
   }
 }
@@ -252,19 +282,18 @@ static bool slot_fresh(const admit_keyed_t* k, const uint8_t* sl,
  * the slot where it belongs (the first empty slot or the first one whose
  * home lies past the key's). */
 static bool shard_find(const admit_keyed_t* k, const shard_t* s,
-                       uint64_t head, const void* key, size_t keylen,
-                       size_t* pos) {
+                       const probe_t* p, size_t* pos) {
   size_t cap = s->cap;
   if (cap == 0) {
     *pos = 0;
     return false;
   }
-  size_t i = home_of(head, cap);
+  size_t i = home_of(p->head, cap);
   for (size_t d = 0;; d++) {
     const uint8_t* sl = slot_at(k, s, i);
     uint64_t h = slot_head(sl);
     if (h == 0) break;
-    if (h == head && memcmp(slot_key(sl, keylen), key, keylen) == 0) {
+    if (h == p->head && slot_has_key(sl, p)) {
       *pos = i;
       return true;
     }
@@ -331,8 +360,25 @@ static void shard_delete(admit_keyed_t* k, shard_t* s, size_t pos) {
   atomic_fetch_sub_explicit(&k->nkeys, 1, memory_order_relaxed);
 }
 
-static void shard_set_table(shard_t* s, uint8_t* slots, size_t cap) {
+/* A table's allocation: its slots, and room to start them on a cache line,
+ * so that a slot whose size divides 64 never straddles two lines. */
+static inline uint64_t table_bytes(const admit_keyed_t* k, size_t cap) {
+  return (uint64_t)cap * k->slot_size + 63;
+}
+
+/* Allocates a zeroed table of @p cap slots; returns its aligned slots and
+ * sets *mem to the allocation, or returns NULL. */
+static uint8_t* table_new(const admit_keyed_t* k, size_t cap, void** mem) {
+  void* m = admit__calloc(1, (size_t)table_bytes(k, cap));
+  if (m == NULL) return NULL;
+  *mem = m;
+  return (uint8_t*)(((uintptr_t)m + 63) & ~(uintptr_t)63);
+}
+
+static void shard_set_table(shard_t* s, uint8_t* slots, void* mem,
+                            size_t cap) {
   s->slots = slots;
+  s->slots_mem = mem;
   s->cap = cap;
   atomic_store_explicit(&s->hint_slots, slots, memory_order_relaxed);
   atomic_store_explicit(&s->hint_cap, cap, memory_order_relaxed);
@@ -352,18 +398,21 @@ static inline void shard_prefetch(const admit_keyed_t* k, const shard_t* s,
 
 /* Moves every key into a table of @p cap slots. Returns 0 or ENOMEM. */
 static int shard_resize(admit_keyed_t* k, shard_t* s, size_t cap) {
-  uint8_t* slots = (uint8_t*)admit__calloc(cap, k->slot_size);
+  void* mem;
+  uint8_t* slots = table_new(k, cap, &mem);
   if (slots == NULL) return ADMIT_ENOMEM;
-  shard_t old = *s;
-  shard_set_table(s, slots, cap);
+  uint8_t* old_slots = s->slots;
+  void* old_mem = s->slots_mem;
+  size_t old_cap = s->cap;
+  shard_set_table(s, slots, mem, cap);
   s->cursor = 0;
-  for (size_t i = 0; i < old.cap; i++) {
-    const uint8_t* sl = old.slots + i * k->slot_size;
+  for (size_t i = 0; i < old_cap; i++) {
+    const uint8_t* sl = old_slots + i * k->slot_size;
     if (slot_head(sl) != 0) shard_put(k, s, sl);
   }
-  admit__free(old.slots);
-  s->bytes = s->bytes - (uint64_t)old.cap * k->slot_size +
-             (uint64_t)cap * k->slot_size;
+  admit__free(old_mem);
+  if (old_mem != NULL) s->bytes -= table_bytes(k, old_cap);
+  s->bytes += table_bytes(k, cap);
   return 0;
 }
 
@@ -385,9 +434,9 @@ static size_t shard_grown_cap(const admit_keyed_t* k, size_t cap) {
  * up and down around its share. */
 static void shard_maybe_shrink(admit_keyed_t* k, shard_t* s) {
   if (s->count == 0) {
-    admit__free(s->slots);
-    s->bytes -= (uint64_t)s->cap * k->slot_size;
-    shard_set_table(s, NULL, 0);
+    admit__free(s->slots_mem);
+    if (s->slots_mem != NULL) s->bytes -= table_bytes(k, s->cap);
+    shard_set_table(s, NULL, NULL, 0);
     s->cursor = 0;
     return;
   }
@@ -447,9 +496,34 @@ static inline bool key_valid(const admit_keyed_t* k, const void* key,
   return key != NULL && keylen >= 1 && keylen <= k->max_key_len;
 }
 
-static inline uint64_t key_hash(const admit_keyed_t* k, uint32_t tier,
-                                const void* key, size_t keylen) {
-  return admit__khash(&k->secret, tier, key, keylen) & k->hash_mask;
+/* Hashes a valid key and fills @p p for shard_find and shard_add. */
+static inline void probe_init(const admit_keyed_t* k, uint32_t tier,
+                              const void* key, size_t keylen, probe_t* p) {
+  p->hash = admit__khash(&k->secret, tier, key, keylen) & k->hash_mask;
+  p->head = make_head(p->hash, keylen, tier);
+  p->key = key;
+  p->keylen = keylen;
+  p->kw[0] = 0;
+  p->kw[1] = 0;
+  if (keylen > KEY_INLINE) return;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  /* The words memcpy would give, from overlapping loads: the bytes past
+   * the key are shifted out. */
+  const uint8_t* b = (const uint8_t*)key;
+  if (keylen >= 8) {
+    p->kw[0] = load64(b);
+    if (keylen > 8) p->kw[1] = load64(b + keylen - 8) >> (8 * (16 - keylen));
+  } else if (keylen >= 4) {
+    uint32_t lo, hi;
+    memcpy(&lo, b, 4);
+    memcpy(&hi, b + keylen - 4, 4);
+    p->kw[0] = lo | ((uint64_t)hi >> (8 * (8 - keylen))) << 32;
+  } else {
+    for (size_t i = 0; i < keylen; i++) p->kw[0] |= (uint64_t)b[i] << (8 * i);
+  }
+#else
+  memcpy(p->kw, key, keylen);
+#endif
 }
 
 void admit__keyed_hash_mask(admit_keyed_t* k, uint64_t mask) {
@@ -559,7 +633,7 @@ void admit_keyed_free(admit_keyed_t* k) {
       size_t keylen = head_keylen(slot_head(sl));
       if (keylen > KEY_INLINE) admit__free((void*)slot_key(sl, keylen));
     }
-    admit__free(s->slots);
+    admit__free(s->slots_mem);
     shard_lock_destroy(&s->lock);
   }
   admit__free(k->shards_mem);
@@ -601,9 +675,10 @@ static bool make_room(admit_keyed_t* k, shard_t* s, uint64_t now,
 
 /* Adds a new key whose state becomes @p cells. Called with the shard
  * locked after shard_find said the key belongs at *pos. */
-static int shard_add(admit_keyed_t* k, shard_t* s, size_t pos, uint64_t head,
-                     const void* key, size_t keylen, uint64_t now,
-                     const tier_t* t, const admit__cell_t* cells) {
+static int shard_add(admit_keyed_t* k, shard_t* s, size_t pos,
+                     const probe_t* p, uint64_t now, const tier_t* t,
+                     const admit__cell_t* cells) {
+  size_t keylen = p->keylen;
   bool moved = false;
   if (!key_reserve(k) && !make_room(k, s, now, &moved)) {
     s->full++;
@@ -618,21 +693,21 @@ static int shard_add(admit_keyed_t* k, shard_t* s, size_t pos, uint64_t head,
   }
   uint8_t sl[SLOT_MAX];
   memset(sl, 0, k->slot_size);
-  memcpy(sl, &head, 8);
+  memcpy(sl, &p->head, 8);
   if (keylen <= KEY_INLINE) {
-    memcpy(sl + 8, key, keylen);
+    memcpy(sl + 8, p->kw, KEY_INLINE);
   } else {
     void* copy = admit__malloc(keylen);
     if (copy == NULL) {
       key_unreserve(k);
       return ADMIT_ENOMEM;
     }
-    memcpy(copy, key, keylen);
+    memcpy(copy, p->key, keylen);
     memcpy(sl + 8, &copy, sizeof(copy));
     s->bytes += keylen;
   }
   cells_store(t, sl, cells);
-  if (moved) shard_find(k, s, head, key, keylen, &pos);
+  if (moved) shard_find(k, s, p, &pos);
   shard_place(k, s, pos, sl);
   s->count++;
   return 0;
@@ -647,16 +722,16 @@ int admit_keyed_try(admit_keyed_t* k, uint32_t tier, const void* key,
     return ADMIT_EINVAL;
   }
   const tier_t* t = &k->tiers[tier];
-  uint64_t hash = key_hash(k, tier, key, keylen);
-  uint64_t head = make_head(hash, keylen, tier);
-  shard_t* s = shard_of(k, hash);
-  shard_prefetch(k, s, head);
+  probe_t pr;
+  probe_init(k, tier, key, keylen, &pr);
+  shard_t* s = shard_of(k, pr.hash);
+  shard_prefetch(k, s, pr.head);
   uint64_t now = admit__clock_now(&k->clock);
   admit__cell_t cur[ADMIT_RATES_MAX];
   admit__cell_t next[ADMIT_RATES_MAX];
   size_t pos;
   now = shard_enter(s, now);
-  if (shard_find(k, s, head, key, keylen, &pos)) {
+  if (shard_find(k, s, &pr, &pos)) {
     uint8_t* sl = slot_at(k, s, pos);
     cells_load(t, sl, cur);
     int rc = admit__algo_decide(&t->algo, cur, next, now, cost, out);
@@ -668,7 +743,7 @@ int admit_keyed_try(admit_keyed_t* k, uint32_t tier, const void* key,
   int rc = admit__algo_decide(&t->algo, cur, next, now, cost, out);
   if (rc == 1) {
     /* A denial changes nothing, so only an admitted new key is stored. */
-    rc = shard_add(k, s, pos, head, key, keylen, now, t, next);
+    rc = shard_add(k, s, pos, &pr, now, t, next);
     if (rc < 0) memset(out, 0, sizeof(*out));
   }
   shard_unlock(&s->lock);
@@ -682,15 +757,15 @@ int admit_keyed_peek(admit_keyed_t* k, uint32_t tier, const void* key,
     return ADMIT_EINVAL;
   }
   const tier_t* t = &k->tiers[tier];
-  uint64_t hash = key_hash(k, tier, key, keylen);
-  uint64_t head = make_head(hash, keylen, tier);
-  shard_t* s = shard_of(k, hash);
-  shard_prefetch(k, s, head);
+  probe_t pr;
+  probe_init(k, tier, key, keylen, &pr);
+  shard_t* s = shard_of(k, pr.hash);
+  shard_prefetch(k, s, pr.head);
   uint64_t now = admit__clock_now(&k->clock);
   admit__cell_t cur[ADMIT_RATES_MAX];
   size_t pos;
   now = shard_enter(s, now);
-  if (shard_find(k, s, head, key, keylen, &pos)) {
+  if (shard_find(k, s, &pr, &pos)) {
     cells_load(t, slot_at(k, s, pos), cur);
   } else {
     memset(cur, 0, sizeof(cur));
@@ -708,15 +783,15 @@ int admit_keyed_refund(admit_keyed_t* k, uint32_t tier, const void* key,
   const tier_t* t = &k->tiers[tier];
   if (cost == 0 || cost > t->max_cost) return ADMIT_EINVAL;
   uint64_t now = admit__clock_now(&k->clock);
-  uint64_t hash = key_hash(k, tier, key, keylen);
-  uint64_t head = make_head(hash, keylen, tier);
-  shard_t* s = shard_of(k, hash);
+  probe_t pr;
+  probe_init(k, tier, key, keylen, &pr);
+  shard_t* s = shard_of(k, pr.hash);
   admit__cell_t cur[ADMIT_RATES_MAX];
   admit__cell_t next[ADMIT_RATES_MAX];
   size_t pos;
   int rc = ADMIT_ENOTFOUND;
   now = shard_enter(s, now);
-  if (shard_find(k, s, head, key, keylen, &pos)) {
+  if (shard_find(k, s, &pr, &pos)) {
     uint8_t* sl = slot_at(k, s, pos);
     cells_load(t, sl, cur);
     /* The keyed limiter keeps no record of when units were taken: they
@@ -739,13 +814,13 @@ int admit_keyed_reset(admit_keyed_t* k, uint32_t tier, const void* key,
   if (k == NULL || tier >= k->ntiers || !key_valid(k, key, keylen)) {
     return ADMIT_EINVAL;
   }
-  uint64_t hash = key_hash(k, tier, key, keylen);
-  uint64_t head = make_head(hash, keylen, tier);
-  shard_t* s = shard_of(k, hash);
+  probe_t pr;
+  probe_init(k, tier, key, keylen, &pr);
+  shard_t* s = shard_of(k, pr.hash);
   size_t pos;
   int rc = ADMIT_ENOTFOUND;
   shard_lock(&s->lock);
-  if (shard_find(k, s, head, key, keylen, &pos)) {
+  if (shard_find(k, s, &pr, &pos)) {
     shard_delete(k, s, pos);
     shard_maybe_shrink(k, s);
     rc = 0;
