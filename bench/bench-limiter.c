@@ -1,7 +1,13 @@
 /* admit_limiter_try on every limiter shape, 1 and 2 threads, against the
  * floor measured in the same run: one admit_now_ns() clock read plus one
  * uncontended compare-and-swap. Every limiter here always admits, so the
- * numbers are the allowed fast path. */
+ * numbers are the allowed fast path.
+ *
+ * One thread is timed by its CPU time (CLOCK_THREAD_CPUTIME_ID), not wall
+ * time: on a shared machine other processes take the CPU away for whole
+ * time slices, which wall time would charge to the calls. Several threads
+ * are timed by wall time, since a thread blocked on a lock uses no CPU;
+ * their row says when the threads were off a CPU much of the time. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,24 +27,38 @@ typedef struct job_s {
   _Atomic int go;
   _Atomic int stop;
   _Atomic uint64_t ops;
+  _Atomic uint64_t cpu_ns;
 } job_t;
+
+static uint64_t thread_cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static void* worker(void* arg) {
   job_t* j = arg;
   uint64_t n = 0;
   while (!atomic_load_explicit(&j->go, memory_order_acquire)) {
   }
+  uint64_t t0 = thread_cpu_ns();
   while (!atomic_load_explicit(&j->stop, memory_order_relaxed)) {
     for (int i = 0; i < 64; i++) j->op(j->ctx);
     n += 64;
   }
+  atomic_fetch_add(&j->cpu_ns, thread_cpu_ns() - t0);
   atomic_fetch_add(&j->ops, n);
   return NULL;
 }
 
+/* The share of the wall time the threads of the last measure() ran. */
+static double last_share;
+
 /* Runs @p op on @p threads threads for RUN_SECONDS; returns the time one
- * call takes on one thread (wall time / calls per thread). */
-static double measure_once(op_fn op, void* ctx, int threads) {
+ * call takes on one thread (its CPU time / calls for one thread, wall time
+ * / calls per thread for several) and sets *share to the share of the wall
+ * time the threads were on a CPU. */
+static double measure_once(op_fn op, void* ctx, int threads, double* share) {
   job_t j;
   memset(&j, 0, sizeof(j));
   j.op = op;
@@ -51,18 +71,34 @@ static double measure_once(op_fn op, void* ctx, int threads) {
   nanosleep(&ts, NULL);
   atomic_store(&j.stop, 1);
   for (int i = 0; i < threads; i++) pthread_join(th[i], NULL);
-  double t1 = bench_now_s();
-  double per_thread = (double)atomic_load(&j.ops) / threads;
-  return (t1 - t0) * 1e9 / per_thread;
+  double wall = bench_now_s() - t0;
+  double ops = (double)atomic_load(&j.ops);
+  *share = (double)atomic_load(&j.cpu_ns) * 1e-9 / (wall * threads);
+  if (threads == 1) return (double)atomic_load(&j.cpu_ns) / ops;
+  return wall * 1e9 / (ops / threads);
 }
 
 static double measure(op_fn op, void* ctx, int threads) {
-  double best = measure_once(op, ctx, threads);
+  double best = measure_once(op, ctx, threads, &last_share);
   for (int i = 1; i < REPS; i++) {
-    double x = measure_once(op, ctx, threads);
-    if (x < best) best = x;
+    double share;
+    double x = measure_once(op, ctx, threads, &share);
+    if (x < best) {
+      best = x;
+      last_share = share;
+    }
   }
   return best;
+}
+
+/* Prints a row; for several threads, says when they were off a CPU much
+ * of the time (blocked on a lock, or a busy machine). */
+static void row(const char* name, int threads, double ns, double floor_ns) {
+  bench_row(name, threads, ns, floor_ns);
+  if (threads > 1 && last_share < 0.9) {
+    printf("  (the threads were on a CPU %.0f%% of the wall time)\n",
+           last_share * 100);
+  }
 }
 
 /* ---- the floor ----------------------------------------------------------- */
@@ -126,7 +162,8 @@ static admit_limiter_t* limiter(admit_algo_t algo, uint32_t n,
 int main(void) {
   bench_go_multithreaded();
   printf("admit_limiter_try, always admitted; floor = clock read + CAS, "
-         "measured now (best of %d x %.2f s)\n", REPS, RUN_SECONDS);
+         "measured now (best of %d x %.2f s; 1 thread: CPU time)\n", REPS,
+         RUN_SECONDS);
 
   _Atomic uint64_t word = 0;
   double clock_ns = measure(op_clock, NULL, 1);
@@ -136,11 +173,11 @@ int main(void) {
   bench_row("floor: uncontended CAS", 1, cas_ns, 0);
   printf("%-44s        %9.1f ns\n", "floor: clock + CAS", floor_ns);
   atomic_store(&word, 0);
-  bench_row("raw baseline: inline GCRA (no API)", 1,
-            measure(op_raw_gcra, (void*)&word, 1), floor_ns);
+  row("raw baseline: inline GCRA (no API)", 1,
+      measure(op_raw_gcra, (void*)&word, 1), floor_ns);
   atomic_store(&word, 0);
-  bench_row("raw baseline: inline GCRA (no API)", 2,
-            measure(op_raw_gcra, (void*)&word, 2), floor_ns);
+  row("raw baseline: inline GCRA (no API)", 2,
+      measure(op_raw_gcra, (void*)&word, 2), floor_ns);
 
   /* Rates far above what the threads can ask for, so every try admits. */
   uint64_t big[2] = {1000000000, 1000000000}, sec[2] = {ADMIT_SECOND,
@@ -165,8 +202,8 @@ int main(void) {
     for (int i = 0; i < 4; i++) {
       /* Start every run from a fresh state so each admits throughout. */
       admit_limiter_reset(rows[i].l);
-      bench_row(rows[i].name, threads, measure(op_try, rows[i].l, threads),
-                floor_ns);
+      row(rows[i].name, threads, measure(op_try, rows[i].l, threads),
+          floor_ns);
     }
   }
   for (int i = 0; i < 4; i++) admit_limiter_free(rows[i].l);
