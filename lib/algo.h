@@ -109,6 +109,39 @@ static inline uint64_t admit__udiv(uint64_t n, uint64_t d, uint64_t m) {
   return q;
 }
 
+/* The allowed path of a single-rate token bucket, for callers that keep
+ * the TAT themselves (a lock-free word, a keyed slot): if @p cost (1 to
+ * the burst, checked by the caller) fits at @p now on a bucket whose TAT is
+ * @p tat, sets *new_tat, fills @p d exactly as admit__algo_decide would,
+ * and returns true; otherwise returns false and writes nothing, and
+ * admit__algo_decide gives the denial. */
+static inline bool admit__bucket1_allow(const admit__rate_params_t* p,
+                                        uint64_t tat, uint64_t now,
+                                        uint64_t cost, uint64_t* new_tat,
+                                        admit_decision_t* d) {
+  uint64_t base = tat > now ? tat : now;
+  uint64_t nt = base + cost * p->interval_ns; /* cost * T <= tolerance */
+  uint64_t diff = nt - now;
+  if (nt < base || diff > p->tolerance_ns) return false;
+  /* remaining = what bucket_room in algo.c gives for nt: the units that
+   * still fit under the tolerance and before the end of time. */
+  uint64_t room = p->tolerance_ns - diff;
+  uint64_t rem = admit__udiv(room, p->interval_ns, p->interval_inv);
+  if (nt > UINT64_MAX - room) {
+    uint64_t k = admit__udiv(UINT64_MAX - nt, p->interval_ns,
+                             p->interval_inv);
+    if (k < rem) rem = k;
+  }
+  *new_tat = nt;
+  d->allowed = 1;
+  d->limiting = 0;
+  d->limit = p->limit;
+  d->remaining = rem;
+  d->retry_after_ns = 0;
+  d->reset_after_ns = diff;
+  return true;
+}
+
 /* Validates @p q and precomputes parameters. Returns 0 or ADMIT_EINVAL. */
 int admit__algo_init(admit__algo_t* a, const admit_quota_t* q);
 

@@ -165,37 +165,23 @@ static int bucket_try(admit_limiter_t* l, uint64_t cost, admit_decision_t* d) {
   const admit__rate_params_t* p = &l->algo.r[0];
   /* cost - 1 wraps for 0, so one comparison rejects 0 and > burst. */
   if (cost - 1 >= p->limit) return ADMIT_EINVAL;
-  uint64_t inc = cost * p->interval_ns; /* <= tolerance: no overflow */
   uint64_t now = lim_now(l);
   uint64_t tat = atomic_load_explicit(&l->word, memory_order_relaxed);
   for (;;) {
-    uint64_t base = tat > now ? tat : now;
-    uint64_t new_tat = base + inc;
-    uint64_t diff = new_tat - now;
-    if (__builtin_expect(new_tat < base || diff > p->tolerance_ns, 0)) {
+    uint64_t new_tat;
+    if (__builtin_expect(
+            !admit__bucket1_allow(p, tat, now, cost, &new_tat, d), 0)) {
       /* Denied: let algo.c explain it from the same snapshot. */
       admit__cell_t c = {tat, 0}, n;
       admit__algo_decide(&l->algo, &c, &n, now, cost, d);
       return 0;
     }
     /* Relaxed is enough: every update is a CAS on this one word, so none
-     * is lost, and the word publishes nothing else. */
+     * is lost, and the word publishes nothing else. A lost race decides
+     * again from the TAT that won. */
     if (atomic_compare_exchange_weak_explicit(&l->word, &tat, new_tat,
                                               memory_order_relaxed,
                                               memory_order_relaxed)) {
-      uint64_t room = p->tolerance_ns - diff;
-      uint64_t rem = admit__udiv(room, p->interval_ns, p->interval_inv);
-      if (__builtin_expect(new_tat > UINT64_MAX - room, 0)) {
-        uint64_t k = admit__udiv(UINT64_MAX - new_tat, p->interval_ns,
-                                 p->interval_inv);
-        if (k < rem) rem = k;
-      }
-      d->allowed = 1;
-      d->limiting = 0;
-      d->limit = p->limit;
-      d->remaining = rem;
-      d->retry_after_ns = 0;
-      d->reset_after_ns = diff;
       return 0;
     }
   }
