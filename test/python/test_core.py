@@ -282,6 +282,65 @@ def test_keyed_bytes_str_refund_reset(clock):
     assert len(k) == 0
 
 
+def test_fast_paths_take_no_detour(monkeypatch):
+    """The commonest calls never reach the general methods: hit with a str
+    or bytes key, try_acquire with a str or bytes key and a tier by name,
+    and a plain limiter's hit and try_acquire."""
+    slow = []
+
+    def counting(name, method):
+        def wrapper(*args, **kw):
+            slow.append(name)
+            return method(*args, **kw)
+        return wrapper
+
+    K, L = admit.KeyedLimiter, admit.Limiter
+    for cls, name in ((K, "hit"), (K, "try_acquire"), (L, "hit"),
+                      (L, "try_acquire")):
+        monkeypatch.setattr(cls, name, counting(cls.__name__ + "." + name,
+                                                getattr(cls, name)))
+    k = admit.KeyedLimiter({"free": "3/minute", "pro": "5/minute"},
+                           algorithm="fixed_window")
+    assert k.hit("u") and k.hit(b"u")
+    d = k.try_acquire(b"u", tier="free")
+    assert (d.allowed, d.remaining) == (True, 0)
+    assert not k.try_acquire("u")
+    assert k.try_acquire("u", tier="pro").remaining == 4
+    t = admit.TokenBucket("2/minute")
+    assert t.hit() and t.try_acquire().remaining == 0
+    assert slow == []
+    # Anything else goes the general way, with its checks.
+    assert k.hit("v", 2) and k.hit("w", tier="pro")
+    assert k.try_acquire("x", tier=1).remaining == 4
+    assert k.hit(bytearray(b"y"))
+    with pytest.raises(TypeError, match="key must be str or bytes"):
+        k.try_acquire(12)
+    assert slow == ["KeyedLimiter.hit", "KeyedLimiter.hit",
+                    "KeyedLimiter.try_acquire", "KeyedLimiter.hit",
+                    "KeyedLimiter.try_acquire"]
+
+
+def test_fast_decisions_read_like_any_decision(clock):
+    import copy
+    import pickle
+    k = admit.KeyedLimiter("2/minute", algorithm="fixed_window", clock=clock)
+    t = admit.FixedWindow("2/minute", clock=clock)
+    for lim, args in ((k, ("u",)), (t, ())):
+        d = lim.try_acquire(*args)
+        assert d == Decision(True, 2, 1, 0, 20 * 10**9, 0)
+        assert bool(d) and d.allowed is True and d.retry_after == 0
+        assert repr(d) == ("Decision(allowed=True, limit=2, remaining=1, "
+                           "retry_after=0, reset_after=20)")
+        lim.try_acquire(*args)
+        d = lim.try_acquire(*args)
+        assert not d and d.allowed is False
+        assert (d.limit, d.remaining, d.retry_after_ns, d.reset_after_ns,
+                d.limiting) == (2, 0, 20 * 10**9, 20 * 10**9, 0)
+        for c in (pickle.loads(pickle.dumps(d)), copy.copy(d)):
+            assert type(c) is Decision and c == d
+        assert isinstance(d, Decision) and d != Decision(True, 2, 0)
+
+
 def test_keyed_bad_tier_key_cost():
     k = admit.KeyedLimiter({"free": "2/minute"})
     with pytest.raises(ValueError, match="tier 'gold' is not one of 'free'"):

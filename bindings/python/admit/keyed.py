@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Mapping, \
 from ._admit import ffi, lib
 from ._util import NS, U64_MAX, check, key_bytes, positive_int, timeout_ns
 from .errors import RateLimited, error_for
-from .limiter import Decision
+from .limiter import _DECISION_T, Decision, _CDecision
 from .rates import Algorithm, ManualClock, Quota, RateSpec, clock_ptr, \
     quota_of
 
@@ -36,26 +36,67 @@ class KeyedStats(NamedTuple):
     bytes: int
 
 
-def _fast_hit(fn: Any, p: Any, ref: Any) -> Callable[..., bool]:
+def _fast_paths(lim: "KeyedLimiter") -> None:
+    """Gives ``lim`` its own ``hit`` and ``try_acquire``: closures over the
+    C functions, the table's pointer and what they need, so the commonest
+    calls (a str or bytes key; for ``hit`` the first tier and cost 1, for
+    ``try_acquire`` a tier by name or None) make no attribute lookups and
+    validate nothing up front; anything else, and every error, goes
+    through the methods. They hold the limiter weakly, so it is still
+    freed by reference count."""
+    p = lim._p
+    hit1 = lim._hit1
+    try_fn = lim._try
+    tiers = lim._tiers
+    ref = weakref.ref(lim)
+    new = ffi.new
+    dt = _DECISION_T
+    make = object.__new__
+    cdecision = _CDecision
+    _bytes = bytes
+    _len = len
+
     def hit(key: Any, cost: int = 1, tier: Any = None) -> bool:
-        if cost == 1 and tier is None:
+        if tier is None and cost == 1:
+            # A str key costs no type check (the commonest call, kept as
+            # short as it can be); bytes pay for the exception instead.
             try:
                 k = key.encode()
             except AttributeError:
-                return KeyedLimiter.hit(ref(), key, cost, tier)
-            rc = fn(p, k, len(k))
+                if key.__class__ is not _bytes:
+                    return KeyedLimiter.hit(ref(), key, cost, tier)
+                k = key
+            rc = hit1(p, k, _len(k))
             if rc > 0:
                 return True
             if rc == 0:
                 return False
             ref()._fail(key, cost, 0, rc)
         return KeyedLimiter.hit(ref(), key, cost, tier)
-    hit.__doc__ = KeyedLimiter_hit_doc
-    return hit
 
+    def try_acquire(key: Any, cost: int = 1, *,
+                    tier: Any = None) -> Decision:
+        t = tiers.get(tier)
+        if t is None or not (key.__class__ is _bytes or
+                             key.__class__ is str):
+            return KeyedLimiter.try_acquire(ref(), key, cost, tier=tier)
+        k = key if key.__class__ is _bytes else key.encode()
+        d = new(dt)
+        try:
+            rc = try_fn(p, t, k, _len(k), cost, d)
+        except (TypeError, OverflowError):
+            positive_int(cost, "cost")
+            raise
+        if rc < 0:
+            ref()._fail(key, cost, t, rc)
+        r = make(cdecision)
+        r._d = d
+        return r
 
-KeyedLimiter_hit_doc = """hit(key, cost=1, tier=None) -> bool: whether ``cost`` units for
-``key`` were admitted (and consumed). The fast path of try_acquire."""
+    hit.__doc__ = KeyedLimiter.hit.__doc__
+    try_acquire.__doc__ = KeyedLimiter.try_acquire.__doc__
+    lim.hit = hit  # type: ignore[method-assign]
+    lim.try_acquire = try_acquire  # type: ignore[method-assign]
 
 
 class KeyedLimiter:
@@ -72,8 +113,8 @@ class KeyedLimiter:
     first); ``max_key_len`` bounds key size in bytes. Thread-safe.
     """
 
-    # No __slots__: each instance gets its own ``hit`` closure (see
-    # _fast_hit), which shadows the method below.
+    # No __slots__: each instance gets its own ``hit`` and ``try_acquire``
+    # closures (see _fast_paths), which shadow the methods below.
 
     def __init__(self, quotas: Union[RateSpec, Quota,
                                      Mapping[str, Union[RateSpec, Quota]]],
@@ -128,10 +169,7 @@ class KeyedLimiter:
             self._try = lib.admit_keyed_try
             self._hit1 = lib.admit_py_keyed_hit1
             self._hit = lib.admit_py_keyed_hit
-        # The commonest call, hit(str) on the first tier at cost 1, as a
-        # closure: no bound method, no attribute lookups. It holds the
-        # limiter only weakly, so the object is freed by reference count.
-        self.hit = _fast_hit(self._hit1, self._p, weakref.ref(self))
+        _fast_paths(self)
 
     @property
     def tiers(self) -> Dict[str, Quota]:

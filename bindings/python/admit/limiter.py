@@ -82,9 +82,14 @@ class Decision:
         if not isinstance(other, Decision):
             return NotImplemented
         return all(getattr(self, k) == getattr(other, k)
-                   for k in self.__slots__)
+                   for k in Decision.__slots__)
 
     __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> Any:
+        return (Decision, (self.allowed, self.limit, self.remaining,
+                           self.retry_after_ns, self.reset_after_ns,
+                           self.limiting))
 
     def __repr__(self) -> str:
         return ("Decision(allowed=%s, limit=%d, remaining=%d, "
@@ -93,10 +98,72 @@ class Decision:
                    self.retry_after, self.reset_after))
 
 
-def _fast_hit(fn: Any, p: Any, ref: Any) -> Callable[..., bool]:
+class _CDecision(Decision):
+    """A Decision read lazily from the C struct it owns: building one costs
+    a single attribute store, and each field is read when asked for (the
+    fast paths of try_acquire, where a caller often reads only
+    ``allowed``). Only for a struct this object alone refers to (a fresh
+    ``ffi.new``), never for one inside memory owned by something else."""
+
+    __slots__ = ("_d",)
+
+    @property  # type: ignore[override]
+    def allowed(self) -> bool:  # type: ignore[override]
+        """True when admitted (and consumed)."""
+        return self._d.allowed != 0
+
+    @property  # type: ignore[override]
+    def limit(self) -> int:  # type: ignore[override]
+        """Units the deciding rate allows per burst."""
+        return self._d.limit
+
+    @property  # type: ignore[override]
+    def remaining(self) -> int:  # type: ignore[override]
+        """Units that could still be admitted now."""
+        return self._d.remaining
+
+    @property  # type: ignore[override]
+    def retry_after_ns(self) -> int:  # type: ignore[override]
+        """Nanoseconds to wait before the request would fit (0 if
+        allowed)."""
+        return self._d.retry_after_ns
+
+    @property  # type: ignore[override]
+    def reset_after_ns(self) -> int:  # type: ignore[override]
+        """Nanoseconds until the state is as fresh as a new one."""
+        return self._d.reset_after_ns
+
+    @property  # type: ignore[override]
+    def limiting(self) -> int:  # type: ignore[override]
+        """The index of the rate that decided."""
+        return self._d.limiting
+
+    def __bool__(self) -> bool:
+        return self._d.allowed != 0
+
+
+_DECISION_T = ffi.typeof("admit_decision_t*")
+
+
+def _fast_paths(lim: "Limiter") -> None:
+    """Gives ``lim`` its own ``hit`` and ``try_acquire``: closures over the
+    C function, the limiter's pointer and what they need, so a call makes
+    no attribute lookups and validates nothing up front (a bad argument
+    fails in cffi or C, and only then is explained). They hold the limiter
+    weakly, so it is still freed by reference count; the C handle they
+    hold outlives it safely."""
+    p = lim._p
+    hit_fn = lim._hit
+    try_fn = lim._try
+    ref = weakref.ref(lim)
+    new = ffi.new
+    dt = _DECISION_T
+    make = object.__new__
+    cdecision = _CDecision
+
     def hit(cost: int = 1) -> bool:
         try:
-            rc = fn(p, cost)
+            rc = hit_fn(p, cost)
         except (TypeError, OverflowError):
             positive_int(cost, "cost")
             raise
@@ -106,9 +173,24 @@ def _fast_hit(fn: Any, p: Any, ref: Any) -> Callable[..., bool]:
             return False
         ref()._bad_cost(cost, rc)
         raise AssertionError("unreachable")
-    hit.__doc__ = """hit(cost=1) -> bool: whether ``cost`` units were admitted
-(and consumed). The fast path of try_acquire."""
-    return hit
+
+    def try_acquire(cost: int = 1) -> Decision:
+        d = new(dt)
+        try:
+            rc = try_fn(p, cost, d)
+        except (TypeError, OverflowError):
+            positive_int(cost, "cost")
+            raise
+        if rc < 0:
+            ref()._bad_cost(cost, rc)
+        r = make(cdecision)
+        r._d = d
+        return r
+
+    hit.__doc__ = Limiter.hit.__doc__
+    try_acquire.__doc__ = Limiter.try_acquire.__doc__
+    lim.hit = hit  # type: ignore[method-assign]
+    lim.try_acquire = try_acquire  # type: ignore[method-assign]
 
 
 class Limiter:
@@ -118,8 +200,8 @@ class Limiter:
     :class:`TokenBucket`, :class:`FixedWindow` and :class:`SlidingWindow`.
     """
 
-    # No __slots__: each instance gets its own ``hit`` closure (see
-    # _fast_hit), which shadows the method below.
+    # No __slots__: each instance gets its own ``hit`` and ``try_acquire``
+    # closures (see _fast_paths), which shadow the methods below.
 
     def __init__(self, rate: Union[RateSpec, Quota],
                  algorithm: Union[Algorithm, str] = Algorithm.TOKEN_BUCKET,
@@ -139,7 +221,7 @@ class Limiter:
         else:
             self._try = lib.admit_limiter_try
             self._hit = lib.admit_py_limiter_hit
-        self.hit = _fast_hit(self._hit, self._p, weakref.ref(self))
+        _fast_paths(self)
 
     @property
     def quota(self) -> Quota:
