@@ -1,6 +1,7 @@
 /* The vendor-call guard: breaker, vendor pause, local limiter, global
  * limiter and semaphore, in that order, within one queue timeout. */
 #include "metrics.h"
+#include "redis-limiter.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -44,7 +45,9 @@ enum {
   H_GLOBAL = 4u,
   H_SEM = 8u,    /* a semaphore permit */
   H_SEMQ = 16u,  /* a queued asynchronous semaphore waiter */
-  H_OP = 32u     /* an outstanding asynchronous global reply */
+  H_OP = 32u,    /* an outstanding asynchronous global reply */
+  H_GLOBAL_LOCAL = 64u /* with H_GLOBAL: the Redis stage's failure policy
+                          decided locally (nothing was taken from Redis) */
 };
 
 /* Semaphore callback flags (flags_, atomic). */
@@ -127,6 +130,7 @@ struct admit_guard_s {
   _Atomic uint64_t next_edge; /* when the next window snapshot is due */
   _Atomic uint64_t debt; /* refunds owed by replies of cancelled attempts */
   _Atomic uint64_t ops; /* outstanding asynchronous global replies */
+  _Atomic uint64_t bg; /* Redis refunds and pauses still on their way */
   shard_slot_t* shards;
   void* shards_mem;
   uint64_t bucket_ns;
@@ -354,15 +358,73 @@ static int redis_try_async(void* ud, uint64_t cost,
                                     arg);
 }
 
-static int redis_refund(void* ud, uint64_t cost) {
+/* The Redis stage's refunds and pauses never block: they complete on the
+ * connection's I/O thread (a failed one is counted in the limiter's
+ * stats), and admit_guard_free() waits for those still on their way. */
+static void bg_done(void* ud, int status, uint64_t until_ns) {
+  (void)status;
+  (void)until_ns;
   admit_guard_t* g = ud;
-  return admit_redis_limiter_refund(g->redis, g->key, g->key_len, cost);
+  /* The last touch of the guard. */
+  atomic_fetch_sub_explicit(&g->bg, 1, memory_order_release);
 }
 
-static int redis_pause(void* ud, uint64_t pause_ns) {
-  admit_guard_t* g = ud;
-  return admit_redis_limiter_pause(g->redis, g->key, g->key_len, pause_ns,
-                                   NULL);
+static int redis_refund_async(admit_guard_t* g, uint64_t cost) {
+  atomic_fetch_add_explicit(&g->bg, 1, memory_order_relaxed);
+  int rc = admit_redis_limiter_refund_cb(g->redis, g->key, g->key_len, cost,
+                                         bg_done, g);
+  if (rc < 0) atomic_fetch_sub_explicit(&g->bg, 1, memory_order_release);
+  return rc;
+}
+
+/* An asynchronous pause and its caller's callback. */
+typedef struct gpause_s {
+  admit_guard_t* g;
+  admit_guard_done_cb cb;
+  void* ud;
+} gpause_t;
+
+static void pause_done(void* arg, int status, uint64_t until_ns) {
+  (void)until_ns;
+  gpause_t* gp = arg;
+  admit_guard_t* g = gp->g;
+  if (gp->cb != NULL) gp->cb(gp->ud, status);
+  admit__free(gp);
+  /* The last touch of the guard. */
+  atomic_fetch_sub_explicit(&g->bg, 1, memory_order_release);
+}
+
+static int redis_pause_async(admit_guard_t* g, uint64_t pause_ns,
+                             admit_guard_done_cb cb, void* ud) {
+  gpause_t* gp = admit__calloc(1, sizeof(*gp));
+  if (gp == NULL) return ADMIT_ENOMEM;
+  gp->g = g;
+  gp->cb = cb;
+  gp->ud = ud;
+  atomic_fetch_add_explicit(&g->bg, 1, memory_order_relaxed);
+  int rc = admit_redis_limiter_pause_cb(g->redis, g->key, g->key_len,
+                                        pause_ns, pause_done, gp);
+  if (rc < 0) {
+    admit__free(gp);
+    atomic_fetch_sub_explicit(&g->bg, 1, memory_order_release);
+  }
+  return rc;
+}
+
+/* Gives back the units one admitted global decision took. With the Redis
+ * stage: to Redis without waiting, or, when its failure policy decided
+ * (@p local), to its local fallback (a fail-open took nothing). Else
+ * through the global table's refund, from a caller's thread. */
+static void give_back(admit_guard_t* g, bool local) {
+  if (g->redis != NULL) {
+    if (local)
+      admit__redis_limiter_refund_local(g->redis, g->key, g->key_len,
+                                        g->cost);
+    else
+      redis_refund_async(g, g->cost);
+    return;
+  }
+  if (g->global.refund != NULL) g->global.refund(g->global.ud, g->cost);
 }
 
 /* Gives back what replies of cancelled attempts took; runs on a caller's
@@ -408,10 +470,10 @@ int admit_guard_new(admit_guard_t** out, const admit_guard_options_t* opts) {
     g->redis = o.redis;
     snprintf(g->key, sizeof(g->key), "%s", o.redis_key ? o.redis_key : g->name);
     g->key_len = strlen(g->key);
+    /* Refunds go through give_back(), pauses through admit_guard_pause()
+     * and admit_guard_pause_cb(). */
     g->global.try_acquire = redis_try;
     g->global.try_async = redis_try_async;
-    g->global.refund = redis_refund;
-    g->global.pause = redis_pause;
     g->global.ud = g;
     g->has_global = 1;
   }
@@ -438,9 +500,12 @@ int admit_guard_new(admit_guard_t** out, const admit_guard_options_t* opts) {
 
 void admit_guard_free(admit_guard_t* g) {
   if (g == NULL) return;
-  /* Replies for cancelled attempts refer to the guard until they land;
-   * they are bounded by the global stage's own timeouts. */
-  while (atomic_load_explicit(&g->ops, memory_order_acquire) != 0)
+  /* Replies for cancelled attempts, and the Redis stage's refunds and
+   * pauses, refer to the guard until they land; they are bounded by the
+   * global stage's own timeouts. A reply may start a refund before it is
+   * counted out, so ops is drained before bg is read. */
+  while (atomic_load_explicit(&g->ops, memory_order_acquire) != 0 ||
+         atomic_load_explicit(&g->bg, memory_order_acquire) != 0)
     admit_sleep_ns(ADMIT_MILLISECOND);
   pay_debt(g);
   admit__free(g->shards_mem);
@@ -457,12 +522,17 @@ const char* admit_guard_name(const admit_guard_t* g) {
 
 /* --- giving back ---------------------------------------------------------- */
 
-/* Frees a reply record. Units it took for an attempt that is gone are
- * owed (@p owe): a reply callback must not make a blocking refund, so the
- * guard's next caller pays them. */
+/* Frees a reply record. Units it took for an attempt that is gone (@p
+ * owe) go back: the Redis stage's at once (asynchronously, so this may run
+ * in a reply callback); a global table's are owed, since a reply callback
+ * must not make a blocking refund, and the guard's next caller pays them. */
 static void op_finish(admit_guard_t* g, gop_t* op, bool owe) {
-  if (owe && op->status >= 0 && op->d.allowed)
-    atomic_fetch_add_explicit(&g->debt, 1, memory_order_relaxed);
+  if (owe && op->status >= 0 && op->d.allowed) {
+    if (g->redis != NULL)
+      give_back(g, op->status == ADMIT_REDIS_LOCAL);
+    else
+      atomic_fetch_add_explicit(&g->debt, 1, memory_order_relaxed);
+  }
   admit__free(op);
   atomic_fetch_sub_explicit(&g->ops, 1, memory_order_release);
 }
@@ -505,7 +575,7 @@ static void op_abandon(admit_guard_t* g, gop_t* op) {
   if (expect == OP_PENDING || expect == OP_PARKED) return; /* op_done frees */
   while (atomic_load_explicit(&op->state, memory_order_acquire) != OP_NOTIFIED)
     sched_yield();
-  op_finish(g, op, true); /* paid at the end of release_all */
+  op_finish(g, op, true); /* a table's debt: paid by release_all */
 }
 
 /* The semaphore's grant for a queued asynchronous waiter. */
@@ -540,8 +610,7 @@ static void release_all(admit_guard_permit_t* p) {
   if (p->held_ & H_SEM) admit_semaphore_release(g->sem);
   if (p->held_ & H_OP) op_abandon(g, (gop_t*)p->op_);
   p->op_ = NULL;
-  if ((p->held_ & H_GLOBAL) && g->global.refund != NULL)
-    g->global.refund(g->global.ud, g->cost);
+  if (p->held_ & H_GLOBAL) give_back(g, (p->held_ & H_GLOBAL_LOCAL) != 0);
   if (p->held_ & H_LOCAL) admit_limiter_cancel(g->local, &p->local_);
   if (p->held_ & H_BREAKER) admit_breaker_abandon(g->breaker, p->breaker_token_);
   p->held_ = 0;
@@ -596,6 +665,8 @@ static int global_decided(admit_guard_permit_t* p, uint64_t now, int status,
   /* Status above 0 (e.g. ADMIT_REDIS_LOCAL) is a decision all the same. */
   if (d->allowed) {
     p->held_ |= H_GLOBAL;
+    if (p->guard_->redis != NULL && status == ADMIT_REDIS_LOCAL)
+      p->held_ |= H_GLOBAL_LOCAL;
     p->stage = ADMIT_GUARD_STAGE_SEMAPHORE;
     return -1;
   }
@@ -930,9 +1001,9 @@ int admit_guard_retry(admit_guard_permit_t* p, uint64_t queue_timeout_ns,
   return 1;
 }
 
-int admit_guard_pause(admit_guard_t* g, uint64_t pause_ns) {
-  if (g == NULL) return ADMIT_EINVAL;
-  if (pause_ns == 0) return 0;
+/* Pauses this process's guard until now + @p pause_ns (never shortening
+ * a longer pause) and counts it. */
+static void pause_local(admit_guard_t* g, uint64_t pause_ns) {
   uint64_t until = admit__sat_add(now_of(g), pause_ns);
   uint64_t cur = atomic_load_explicit(&g->pause_until, memory_order_relaxed);
   while (cur < until &&
@@ -941,6 +1012,17 @@ int admit_guard_pause(admit_guard_t* g, uint64_t pause_ns) {
                                                 memory_order_relaxed)) {
   }
   count(g, C_PAUSES);
+}
+
+int admit_guard_pause(admit_guard_t* g, uint64_t pause_ns) {
+  if (g == NULL) return ADMIT_EINVAL;
+  if (pause_ns == 0) return 0;
+  pause_local(g, pause_ns);
+  if (g->redis != NULL) {
+    int rc = admit_redis_limiter_pause(g->redis, g->key, g->key_len,
+                                       pause_ns, NULL);
+    return rc < 0 ? rc : 0;
+  }
   if (g->has_global && g->global.pause != NULL) {
     int rc = g->global.pause(g->global.ud, pause_ns);
     if (rc < 0) return rc;
@@ -948,11 +1030,29 @@ int admit_guard_pause(admit_guard_t* g, uint64_t pause_ns) {
   return 0;
 }
 
+int admit_guard_pause_cb(admit_guard_t* g, uint64_t pause_ns,
+                         admit_guard_done_cb cb, void* ud) {
+  if (g == NULL) return ADMIT_EINVAL;
+  if (pause_ns > 0) pause_local(g, pause_ns);
+  if (pause_ns > 0 && g->redis != NULL) {
+    /* Never waits for Redis; a pause that fails is counted in the
+     * limiter's stats, and this process's own pause holds anyway. */
+    int rc = redis_pause_async(g, pause_ns, cb, ud);
+    return rc < 0 ? rc : 0;
+  }
+  if (pause_ns > 0 && g->has_global && g->global.pause != NULL) {
+    int rc = g->global.pause(g->global.ud, pause_ns);
+    if (rc < 0) return rc;
+  }
+  if (cb != NULL) cb(ud, 0);
+  return 0;
+}
+
 int admit_guard_vendor_quota(admit_guard_t* g, uint64_t remaining,
                              uint64_t reset_after_ns) {
   if (g == NULL) return ADMIT_EINVAL;
   if (remaining > g->low_water || reset_after_ns == 0) return 0;
-  int rc = admit_guard_pause(g, reset_after_ns);
+  int rc = admit_guard_pause_cb(g, reset_after_ns, NULL, NULL);
   return rc < 0 ? rc : 1;
 }
 

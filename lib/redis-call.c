@@ -107,6 +107,14 @@ static void deliver_uv(admit__rcall_t* c) {
   pthread_mutex_unlock(&lp->mu);
 }
 
+/* Runs the caller's callback with final status @p st. */
+static void deliver(admit__rcall_t* c, int st) {
+  if (c->done_cb != NULL)
+    c->done_cb(c->ud, st, st >= 0 ? c->extra_ns : 0);
+  else
+    c->cb(c->ud, st, st >= 0 ? &c->d : NULL);
+}
+
 static int parse_reply(admit__rcall_t* c, int status, redisReply* reply) {
   if (status < 0) return status;
   if (reply->type == REDIS_REPLY_ERROR && c->parse == NULL)
@@ -132,7 +140,7 @@ static void call_done(admit__rreq_t* q, int status, redisReply* reply) {
     case ADMIT__RCALL_CB: {
       int st = parse_reply(c, status, reply);
       if (c->finish != NULL) st = c->finish(c, st);
-      c->cb(c->ud, st, st >= 0 ? &c->d : NULL);
+      deliver(c, st);
       break;
     }
     default:
@@ -279,7 +287,7 @@ static void on_loop_async(uv_async_t* a) {
     int st = c->status;
     if (c->finish != NULL) st = c->finish(c, st);
     lp->pending--;
-    c->cb(c->ud, st, st >= 0 ? &c->d : NULL);
+    deliver(c, st);
     admit__rreq_unref(&c->req);
     c = next;
   }

@@ -58,8 +58,9 @@ struct admit__rcall_s {
   int finished;
   int abandoned;
 
-  /* Asynchronous delivery. */
+  /* Asynchronous delivery: cb, or done_cb (with extra_ns) if set. */
   admit_redis_decision_cb cb;
+  admit_redis_done_cb done_cb;
   void* ud;
   admit_redis_loop_t* loop;
   admit__rcall_t* loop_next;
@@ -79,7 +80,7 @@ int admit__rcall_run(admit__rcall_t* c, uint64_t timeout_ns);
 /* Starts @p c and returns at once: 0 (the callback will run once) or a
  * negative code (it will not). Consumes the caller's reference either way.
  * @p loop is required for ADMIT__RCALL_UV and must be called on its
- * thread. */
+ * thread. With c->done_cb set, @p cb is ignored (may be NULL). */
 int admit__rcall_start(admit__rcall_t* c, int mode, admit_redis_loop_t* loop,
                        admit_redis_decision_cb cb, void* ud);
 

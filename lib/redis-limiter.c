@@ -17,7 +17,13 @@
 #define LUA_MAX (UINT64_C(1) << 52)
 #define NAME_MAX_LEN 200
 
-enum op_e { OP_TRY = 0, OP_PEEK = 1, OP_OTHER = 2 };
+enum op_e {
+  OP_TRY = 0,
+  OP_PEEK = 1,
+  OP_OTHER = 2,
+  OP_REFUND = 3,
+  OP_PAUSE = 4
+};
 
 struct admit_redis_limiter_s {
   admit_redis_t* r;
@@ -43,6 +49,7 @@ struct admit_redis_limiter_s {
   _Atomic uint32_t degraded;
   _Atomic uint64_t n_decisions, n_remote, n_fail_open, n_fallback,
       n_unavailable, n_errors;
+  _Atomic uint64_t n_refunds, n_refunds_lost, n_pauses, n_pauses_lost;
 };
 
 #define BUMP(l, f) atomic_fetch_add_explicit(&(l)->f, 1, memory_order_relaxed)
@@ -480,13 +487,51 @@ int admit__redis_limiter_op_at(admit_redis_limiter_t* l, const char* op,
   return rc;
 }
 
+/* Counts a refund or pause that ended with @p status (counted = 1: it
+ * was queued; 0: it never started). */
+static void count_plain(admit_redis_limiter_t* l, int op, int status) {
+  if (op == OP_REFUND) {
+    if (status >= 0)
+      BUMP(l, n_refunds);
+    else
+      BUMP(l, n_refunds_lost);
+  } else if (op == OP_PAUSE) {
+    if (status >= 0)
+      BUMP(l, n_pauses);
+    else
+      BUMP(l, n_pauses_lost);
+  }
+}
+
+/* Finishes a refund or pause where it is delivered: counts it. */
+static int plain_finish(admit__rcall_t* c, int status) {
+  count_plain(c->owner, (int)c->aux, status);
+  return status < 0 ? status : 0;
+}
+
+/* Builds a plain operation (no failure policy): op is OP_REFUND, OP_PAUSE
+ * or OP_OTHER (not counted). */
+static admit__rcall_t* plain_call(admit_redis_limiter_t* l, int kind,
+                                  const char* op, const void* key,
+                                  size_t keylen, const char* const* ex,
+                                  int n) {
+  admit__rcall_t* c = make_call(l, op, key, keylen, 0, ex, n);
+  if (c == NULL) return NULL;
+  c->finish = plain_finish;
+  c->aux = (uint64_t)kind;
+  return c;
+}
+
 /* A plain operation (no failure policy) with string arguments. */
-static int plain_op(admit_redis_limiter_t* l, const char* op,
+static int plain_op(admit_redis_limiter_t* l, int kind, const char* op,
                     const void* key, size_t keylen, const char* const* ex,
                     int n, admit_decision_t* d, uint64_t* extra,
                     uint64_t* now) {
-  admit__rcall_t* c = make_call(l, op, key, keylen, 0, ex, n);
-  if (c == NULL) return ADMIT_ENOMEM;
+  admit__rcall_t* c = plain_call(l, kind, op, key, keylen, ex, n);
+  if (c == NULL) {
+    count_plain(l, kind, ADMIT_ENOMEM);
+    return ADMIT_ENOMEM;
+  }
   int rc = admit__rcall_run(c, ADMIT_FOREVER);
   if (rc >= 0) {
     if (d != NULL) *d = c->d;
@@ -509,7 +554,93 @@ int admit_redis_limiter_refund(admit_redis_limiter_t* l, const void* key,
   snprintf(costbuf, sizeof(costbuf), "%llu",
            (unsigned long long)lua_clamp(cost));
   const char* ex[2] = {costbuf, ""};
-  return plain_op(l, "refund", key, keylen, ex, 2, NULL, NULL, NULL);
+  return plain_op(l, OP_REFUND, "refund", key, keylen, ex, 2, NULL, NULL,
+                  NULL);
+}
+
+/* Starts a refund or pause with string arguments @p ex; the callback runs
+ * on the I/O thread (@p lp NULL) or on @p lp's loop. */
+static int plain_start(admit_redis_limiter_t* l, admit_redis_loop_t* lp,
+                       int kind, const char* op, const void* key,
+                       size_t keylen, const char* const* ex,
+                       admit_redis_done_cb cb, void* ud) {
+  admit__rcall_t* c = plain_call(l, kind, op, key, keylen, ex, 2);
+  if (c == NULL) {
+    count_plain(l, kind, ADMIT_ENOMEM);
+    return ADMIT_ENOMEM;
+  }
+  c->done_cb = cb;
+  int rc = admit__rcall_start(c, lp != NULL ? ADMIT__RCALL_UV : ADMIT__RCALL_CB,
+                              lp, NULL, ud);
+  if (rc < 0) count_plain(l, kind, rc);
+  return rc;
+}
+
+static int refund_start(admit_redis_limiter_t* l, admit_redis_loop_t* lp,
+                        const void* key, size_t keylen, uint64_t cost,
+                        admit_redis_done_cb cb, void* ud) {
+  if (l == NULL || cb == NULL) return ADMIT_EINVAL;
+  int rc = check_key(l, key, keylen);
+  if (rc < 0) return rc;
+  char costbuf[24];
+  snprintf(costbuf, sizeof(costbuf), "%llu",
+           (unsigned long long)lua_clamp(cost));
+  const char* ex[2] = {costbuf, ""};
+  return plain_start(l, lp, OP_REFUND, "refund", key, keylen, ex, cb, ud);
+}
+
+int admit_redis_limiter_refund_cb(admit_redis_limiter_t* l, const void* key,
+                                  size_t keylen, uint64_t cost,
+                                  admit_redis_done_cb cb, void* ud) {
+  return refund_start(l, NULL, key, keylen, cost, cb, ud);
+}
+
+int admit_redis_limiter_refund_uv(admit_redis_limiter_t* l,
+                                  admit_redis_loop_t* lp, const void* key,
+                                  size_t keylen, uint64_t cost,
+                                  admit_redis_done_cb cb, void* ud) {
+  if (lp == NULL) return ADMIT_EINVAL;
+  return refund_start(l, lp, key, keylen, cost, cb, ud);
+}
+
+static int pause_start(admit_redis_limiter_t* l, admit_redis_loop_t* lp,
+                       const void* key, size_t keylen, uint64_t duration_ns,
+                       admit_redis_done_cb cb, void* ud) {
+  if (l == NULL || cb == NULL) return ADMIT_EINVAL;
+  int rc = check_key(l, key, keylen);
+  if (rc < 0) return rc;
+  char buf[24];
+  snprintf(buf, sizeof(buf), "%llu",
+           (unsigned long long)lua_clamp(duration_ns));
+  const char* ex[2] = {"rel", buf};
+  return plain_start(l, lp, OP_PAUSE, "pause", key, keylen, ex, cb, ud);
+}
+
+int admit_redis_limiter_pause_cb(admit_redis_limiter_t* l, const void* key,
+                                 size_t keylen, uint64_t duration_ns,
+                                 admit_redis_done_cb cb, void* ud) {
+  return pause_start(l, NULL, key, keylen, duration_ns, cb, ud);
+}
+
+int admit_redis_limiter_pause_uv(admit_redis_limiter_t* l,
+                                 admit_redis_loop_t* lp, const void* key,
+                                 size_t keylen, uint64_t duration_ns,
+                                 admit_redis_done_cb cb, void* ud) {
+  if (lp == NULL) return ADMIT_EINVAL;
+  return pause_start(l, lp, key, keylen, duration_ns, cb, ud);
+}
+
+int admit__redis_limiter_refund_local(admit_redis_limiter_t* l,
+                                      const void* key, size_t keylen,
+                                      uint64_t cost) {
+  if (l == NULL || check_key(l, key, keylen) < 0) return ADMIT_EINVAL;
+  if (l->policy != ADMIT_REDIS_FALLBACK || cost == 0) return 0;
+  pthread_rwlock_rdlock(&l->fb_lock);
+  int rc = l->fb != NULL ? admit_keyed_refund(l->fb, 0, key, keylen, cost)
+                         : 0;
+  pthread_rwlock_unlock(&l->fb_lock);
+  /* A subject the fallback no longer holds has nothing to give back. */
+  return rc < 0 && rc != ADMIT_ENOTFOUND ? rc : 0;
 }
 
 int admit_redis_limiter_reset(admit_redis_limiter_t* l, const void* key,
@@ -539,7 +670,8 @@ int admit_redis_limiter_pause(admit_redis_limiter_t* l, const void* key,
            (unsigned long long)lua_clamp(duration_ns));
   const char* ex[2] = {"rel", buf};
   uint64_t until = 0;
-  rc = plain_op(l, "pause", key, keylen, ex, 2, NULL, &until, NULL);
+  rc = plain_op(l, OP_PAUSE, "pause", key, keylen, ex, 2, NULL, &until,
+                NULL);
   if (rc >= 0 && until_ns != NULL) *until_ns = until;
   return rc;
 }
@@ -553,7 +685,8 @@ int admit_redis_limiter_pause_until(admit_redis_limiter_t* l,
   char buf[24];
   snprintf(buf, sizeof(buf), "%llu", (unsigned long long)unix_ns);
   const char* ex[2] = {"abs", buf};
-  return plain_op(l, "pause", key, keylen, ex, 2, NULL, NULL, NULL);
+  return plain_op(l, OP_PAUSE, "pause", key, keylen, ex, 2, NULL, NULL,
+                  NULL);
 }
 
 int admit_redis_limiter_acquire(admit_redis_limiter_t* l, const void* key,
@@ -620,7 +753,7 @@ int admit_redis_limiter_settle(admit_redis_limiter_t* l, const void* key,
   snprintf(b[1], 24, "%llu", (unsigned long long)lua_clamp(actual));
   snprintf(b[2], 24, "%llu", (unsigned long long)r->taken_at_ns);
   const char* ex[3] = {b[0], b[1], b[2]};
-  return plain_op(l, "settle", key, keylen, ex, 3, d, NULL, NULL);
+  return plain_op(l, OP_OTHER, "settle", key, keylen, ex, 3, d, NULL, NULL);
 }
 
 int admit_redis_limiter_stats(admit_redis_limiter_t* l,
@@ -635,5 +768,9 @@ int admit_redis_limiter_stats(admit_redis_limiter_t* l,
   out->fallback = atomic_load(&l->n_fallback);
   out->unavailable = atomic_load(&l->n_unavailable);
   out->errors = atomic_load(&l->n_errors);
+  out->refunds = atomic_load(&l->n_refunds);
+  out->refunds_lost = atomic_load(&l->n_refunds_lost);
+  out->pauses = atomic_load(&l->n_pauses);
+  out->pauses_lost = atomic_load(&l->n_pauses_lost);
   return 0;
 }

@@ -40,4 +40,12 @@ int admit__redis_limiter_op_at(admit_redis_limiter_t* l, const char* op,
                                int nargs, admit_decision_t* d,
                                uint64_t* server_now, uint64_t* extra);
 
+/* Gives @p cost units back to the local fallback of a limiter whose
+ * failure policy is ADMIT_REDIS_FALLBACK (units a local decision took);
+ * a no-op for other policies. Never blocks on Redis. Returns 0 or
+ * ADMIT_EINVAL. */
+int admit__redis_limiter_refund_local(admit_redis_limiter_t* l,
+                                      const void* key, size_t keylen,
+                                      uint64_t cost);
+
 #endif /* ADMIT_REDIS_LIMITER_H */

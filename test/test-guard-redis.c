@@ -1,25 +1,11 @@
 /* The guard with the Redis limiter as its global stage: a vendor's
  * Retry-After pauses every process, the step API waits for Redis without
  * blocking, and units taken for refused or cancelled attempts go back. */
-#include "helpers.h"
-
-#include <stdio.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <hiredis/hiredis.h>
+#include "test-redis.h"
 
 #define MS ((uint64_t)ADMIT_MILLISECOND)
 #define SEC ((uint64_t)ADMIT_SECOND)
 #define PREFIX "t-guard"
-
-#define REDIS_OR_SKIP()                                                     \
-  do {                                                                      \
-    if (test_redis_url() == NULL) {                                         \
-      fprintf(stderr, "no ADMIT_TEST_REDIS_URL: skipped\n");                \
-      skip();                                                               \
-    }                                                                       \
-  } while (0)
 
 /* Deletes this test's keys from the shared server (DB 15). */
 static void flush_keys(void) {
@@ -59,12 +45,18 @@ typedef struct side_s {
   admit_guard_t* g;
 } side_t;
 
-static int side_open(side_t* s, const char* rate, uint64_t sem_cap) {
+/* Opens a side on @p ro (NULL: the shared server with defaults), with
+ * the limiter's failure policy @p policy; with @p ro, the semaphore queues
+ * up to 8 waiters. */
+static int side_open_with(side_t* s, const admit_redis_options_t* ro,
+                          const char* rate, uint64_t sem_cap,
+                          admit_redis_policy_t policy) {
   memset(s, 0, sizeof(*s));
-  admit_redis_options_t ro = {0};
-  ro.url = test_redis_url();
-  ro.prefix = PREFIX;
-  int rc = admit_redis_new(&s->conn, &ro);
+  admit_redis_options_t o = {0};
+  if (ro != NULL) o = *ro;
+  if (o.url == NULL) o.url = test_redis_url();
+  o.prefix = PREFIX;
+  int rc = admit_redis_new(&s->conn, &o);
   if (rc < 0) return rc;
   admit_quota_t q;
   rc = admit_quota_parse(&q, ADMIT_TOKEN_BUCKET, rate, NULL);
@@ -72,11 +64,13 @@ static int side_open(side_t* s, const char* rate, uint64_t sem_cap) {
   admit_redis_limiter_options_t lo = {0};
   lo.quota = &q;
   lo.name = "guard";
+  lo.on_failure = policy;
   rc = admit_redis_limiter_new(&s->lim, s->conn, &lo);
   if (rc < 0) return rc;
   if (sem_cap > 0) {
     admit_semaphore_options_t so = {0};
     so.capacity = sem_cap;
+    so.max_waiters = ro != NULL ? 8 : 0;
     rc = admit_semaphore_new(&s->sem, &so);
     if (rc < 0) return rc;
   }
@@ -85,6 +79,10 @@ static int side_open(side_t* s, const char* rate, uint64_t sem_cap) {
   go.redis = s->lim;
   go.semaphore = s->sem;
   return admit_guard_new(&s->g, &go);
+}
+
+static int side_open(side_t* s, const char* rate, uint64_t sem_cap) {
+  return side_open_with(s, NULL, rate, sem_cap, ADMIT_REDIS_FAIL_CLOSED);
 }
 
 static void side_close(side_t* s) {
@@ -146,8 +144,16 @@ static void test_retry_after_across_processes(void** state) {
   assert_int_equal(side_open(&s, "100/s", 0), 0);
   char b = 0;
   assert_int_equal(read(to_parent[0], &b, 1), 1);
-  /* The vendor answered 429 with Retry-After: 2 s. */
+  /* The vendor answered 429 with Retry-After: 2 s. The pause reaches
+   * Redis asynchronously: the child is told once it is there. */
   assert_int_equal(admit_guard_pause(s.g, 2 * SEC), 0);
+  admit_redis_limiter_stats_t st;
+  for (int i = 0; i < 5000; i++) {
+    assert_int_equal(admit_redis_limiter_stats(s.lim, &st), 0);
+    if (st.pauses + st.pauses_lost > 0) break;
+    admit_sleep_ns(ADMIT_MILLISECOND);
+  }
+  assert_int_equal(st.pauses, 1);
   assert_int_equal(write(to_child[1], "p", 1), 1);
   /* This process pauses too, locally, before even asking Redis. */
   admit_guard_permit_t p;
@@ -202,6 +208,19 @@ static void test_step_waits_for_redis(void** state) {
   flush_keys();
 }
 
+/* Waits (at most 5 s) until the limiter has applied @p n refunds: the
+ * guard gives units back asynchronously. */
+static void wait_refunds(side_t* s, uint64_t n) {
+  admit_redis_limiter_stats_t st;
+  for (int i = 0; i < 5000; i++) {
+    assert_int_equal(admit_redis_limiter_stats(s->lim, &st), 0);
+    if (st.refunds + st.refunds_lost >= n) break;
+    admit_sleep_ns(ADMIT_MILLISECOND);
+  }
+  assert_int_equal(st.refunds, n);
+  assert_int_equal(st.refunds_lost, 0);
+}
+
 static uint64_t remaining(side_t* s) {
   admit_decision_t d;
   assert_true(admit_redis_limiter_peek(s->lim, "vendor", 6, &d) >= 0);
@@ -222,15 +241,16 @@ static void test_redis_units_given_back(void** state) {
   admit_guard_permit_t p;
   assert_int_equal(admit_guard_enter(s.g, &p, 5 * SEC), ADMIT_EFULL);
   assert_int_equal(p.stage, ADMIT_GUARD_STAGE_SEMAPHORE);
+  wait_refunds(&s, 1);
   assert_int_equal(remaining(&s), 3);
   admit_semaphore_release(s.sem);
   admit_guard_permit_t q;
   assert_int_equal(admit_guard_enter(s.g, &q, 5 * SEC), 0);
   assert_int_equal(remaining(&s), 2); /* q's unit is spent on its call */
   assert_int_equal(admit_guard_leave(&q, ADMIT_OUTCOME_SUCCESS), 0);
-  /* Cancelled while Redis decides: the late reply's unit is owed, and paid
-   * back by the guard's next call, at the latest when it is freed (which
-   * waits for replies still on their way). */
+  /* Cancelled while Redis decides: the late reply's unit goes back when it
+   * lands, and freeing the guard waits for replies and refunds still on
+   * their way. */
   uint64_t w;
   admit_guard_start(s.g, &p, 5 * SEC, NULL, NULL);
   assert_int_equal(admit_guard_step(&p, &w), ADMIT_GUARD_PENDING);
@@ -242,11 +262,224 @@ static void test_redis_units_given_back(void** state) {
   flush_keys();
 }
 
+/* Waits (at most @p ms) until the limiter counts @p lost lost refunds
+ * and @p plost lost pauses; returns the time it took. */
+static uint64_t wait_lost(side_t* s, uint64_t lost, uint64_t plost,
+                          unsigned ms) {
+  uint64_t t0 = admit_now_ns();
+  admit_redis_limiter_stats_t st;
+  for (unsigned i = 0; i < ms; i++) {
+    assert_int_equal(admit_redis_limiter_stats(s->lim, &st), 0);
+    if (st.refunds_lost >= lost && st.pauses_lost >= plost) break;
+    admit_sleep_ns(ADMIT_MILLISECOND);
+  }
+  assert_int_equal(st.refunds, 0);
+  assert_int_equal(st.refunds_lost, lost);
+  assert_int_equal(st.pauses, 0);
+  assert_int_equal(st.pauses_lost, plost);
+  return admit_now_ns() - t0;
+}
+
+/* Parks an attempt at the (full) semaphore, holding a unit of the Redis
+ * stage: PENDING at the global stage, one notify, PENDING again. */
+static void park_at_semaphore(side_t* s, admit_guard_permit_t* p,
+                              flag_t* f) {
+  uint64_t w;
+  int before = atomic_load(&f->n);
+  assert_int_equal(admit_guard_start(s->g, p, 60 * SEC, on_notify, f), 0);
+  int rc = admit_guard_step(p, &w);
+  if (rc == ADMIT_GUARD_PENDING && p->stage == ADMIT_GUARD_STAGE_GLOBAL) {
+    wait_flag(f, before + 1);
+    rc = admit_guard_step(p, &w);
+  }
+  assert_int_equal(rc, ADMIT_GUARD_PENDING);
+  assert_int_equal(p->stage, ADMIT_GUARD_STAGE_SEMAPHORE);
+}
+
+/* Records admit_guard_pause_cb() outcomes. */
+typedef struct pauses_s {
+  _Atomic int calls;
+  _Atomic int unavailable;
+  _Atomic int ok;
+} pauses_t;
+
+static void on_paused(void* ud, int status) {
+  pauses_t* pz = ud;
+  if (status == 0) atomic_fetch_add(&pz->ok, 1);
+  if (status == ADMIT_EUNAVAILABLE) atomic_fetch_add(&pz->unavailable, 1);
+  atomic_fetch_add(&pz->calls, 1);
+}
+
+/* With Redis hung, no guard function an event loop calls waits for it:
+ * cancelling an attempt that holds Redis units and pausing the vendor
+ * return at once; the refund and pauses fail within the command timeout,
+ * counted in the limiter's stats, while the local pause holds; freeing the
+ * guard waits for what is still on its way. */
+static void test_never_waits_for_hung_redis(void** state) {
+  (void)state;
+  tserver_t srv;
+  if (tserver_start(&srv, NULL) != 0) skip();
+  uint64_t timeout = test_scale(300, 1500) * MS;
+  admit_redis_options_t ro = {0};
+  ro.url = srv.url;
+  ro.command_timeout_ns = timeout;
+  side_t s;
+  assert_int_equal(side_open_with(&s, &ro, "100/s", 1,
+                                  ADMIT_REDIS_FAIL_CLOSED),
+                   0);
+  assert_int_equal(admit_semaphore_try(s.sem), 1);
+  flag_t f = {0};
+  admit_guard_permit_t p1, p2;
+  park_at_semaphore(&s, &p1, &f);
+  park_at_semaphore(&s, &p2, &f);
+
+  tserver_pause(&srv);
+  pauses_t pz = {0};
+  uint64_t t0 = admit_now_ns();
+  assert_int_equal(admit_guard_cancel(&p1), 0);
+  assert_int_equal(admit_guard_pause_cb(s.g, 2 * SEC, on_paused, &pz), 0);
+  assert_int_equal(admit_guard_vendor_quota(s.g, 0, 3 * SEC), 1);
+  uint64_t took = admit_now_ns() - t0;
+  if (took >= timeout / 2)
+    fprintf(stderr, "cancel and pauses took %llu ms\n",
+            (unsigned long long)(took / MS));
+  assert_true(took < timeout / 2);
+  assert_int_equal(p1.error, ADMIT_ECANCELED);
+  admit_guard_metrics_t m;
+  assert_int_equal(admit_guard_metrics(s.g, &m), 0);
+  assert_int_equal(m.pauses, 2);
+  assert_true(m.paused_for_ns > 2 * SEC);
+  assert_int_equal(m.cancelled, 1);
+  /* Within the command timeout: one refund and two pauses lost. */
+  wait_lost(&s, 1, 2, (unsigned)(timeout / MS) + 5000);
+  uint64_t all = admit_now_ns() - t0;
+  assert_int_equal(atomic_load(&pz.calls), 1);
+  assert_int_equal(atomic_load(&pz.unavailable), 1);
+  if (all > timeout + 250 * MS)
+    fprintf(stderr, "lost after %llu ms\n", (unsigned long long)(all / MS));
+  assert_true(all <= timeout + 250 * MS);
+
+  /* Freed with a refund on its way: the guard waits for it. */
+  t0 = admit_now_ns();
+  assert_int_equal(admit_guard_cancel(&p2), 0);
+  assert_true(admit_now_ns() - t0 < timeout / 2);
+  admit_guard_free(s.g);
+  s.g = NULL;
+  wait_lost(&s, 2, 2, 10);
+  tserver_resume(&srv);
+  assert_int_equal(atomic_load(&pz.calls), 1);
+  admit_semaphore_release(s.sem);
+  side_close(&s);
+  tserver_stop(&srv);
+}
+
+/* The pause that never waits reaches Redis: the callback reports it, and
+ * another instance of the limiter is paused. */
+static void test_pause_cb_reaches_redis(void** state) {
+  (void)state;
+  REDIS_OR_SKIP();
+  flush_keys();
+  side_t s;
+  assert_int_equal(side_open(&s, "100/s", 0), 0);
+  pauses_t pz = {0};
+  assert_int_equal(admit_guard_pause_cb(s.g, 2 * SEC, on_paused, &pz), 0);
+  for (int i = 0; i < 5000 && atomic_load(&pz.calls) == 0; i++)
+    admit_sleep_ns(ADMIT_MILLISECOND);
+  assert_int_equal(atomic_load(&pz.calls), 1);
+  assert_int_equal(atomic_load(&pz.ok), 1);
+  admit_decision_t d;
+  assert_int_equal(admit_redis_limiter_try(s.lim, "vendor", 6, 1, &d), 0);
+  assert_false(d.allowed);
+  assert_true(d.retry_after_ns > SEC && d.retry_after_ns <= 2 * SEC);
+  admit_redis_limiter_stats_t st;
+  assert_int_equal(admit_redis_limiter_stats(s.lim, &st), 0);
+  assert_int_equal(st.pauses, 1);
+  assert_int_equal(st.pauses_lost, 0);
+  assert_int_equal(admit_guard_pause_cb(NULL, SEC, on_paused, &pz),
+                   ADMIT_EINVAL);
+  side_close(&s);
+  assert_int_equal(atomic_load(&pz.calls), 1);
+  flush_keys();
+}
+
+/* Units the Redis stage's failure policy took locally (here the fallback,
+ * with the backend breaker open) go back to the local fallback, never to
+ * Redis, which did not take them. */
+static void test_local_units_not_refunded_to_redis(void** state) {
+  (void)state;
+  tserver_t srv;
+  if (tserver_start(&srv, NULL) != 0) skip();
+  uint64_t timeout = test_scale(300, 1500) * MS;
+  admit_redis_options_t ro = {0};
+  ro.url = srv.url;
+  ro.command_timeout_ns = timeout;
+  ro.breaker_failures = 1;
+  ro.breaker_cooldown_ns = 3600 * SEC;
+  side_t s;
+  assert_int_equal(side_open_with(&s, &ro, "3/h", 1, ADMIT_REDIS_FALLBACK),
+                   0);
+  /* A second instance, to read Redis while the first one's breaker is
+   * open. */
+  side_t o;
+  ro.breaker_failures = 0;
+  ro.breaker_cooldown_ns = 0;
+  assert_int_equal(side_open_with(&o, &ro, "3/h", 0, ADMIT_REDIS_FAIL_CLOSED),
+                   0);
+  admit_decision_t d;
+  assert_int_equal(admit_redis_limiter_try(s.lim, "vendor", 6, 1, &d),
+                   ADMIT_REDIS_OK);
+  /* Hung for one call: the breaker opens (and that call may still run
+   * when the server wakes). */
+  tserver_pause(&srv);
+  assert_int_equal(admit_redis_limiter_try(s.lim, "x", 1, 1, &d),
+                   ADMIT_REDIS_LOCAL);
+  tserver_resume(&srv);
+  admit_redis_stats_t rs;
+  assert_int_equal(admit_redis_stats(s.conn, &rs), 0);
+  assert_int_equal(rs.breaker, ADMIT_REDIS_BREAKER_OPEN);
+  uint64_t before = 0;
+  for (int i = 0; i < 500; i++) {
+    if (admit_redis_limiter_peek(o.lim, "vendor", 6, &d) == ADMIT_REDIS_OK)
+      break;
+    tr_sleep_ms(10);
+  }
+  assert_int_equal(admit_redis_limiter_peek(o.lim, "vendor", 6, &d),
+                   ADMIT_REDIS_OK);
+  before = d.remaining;
+  assert_int_equal(before, 2);
+
+  /* The attempt's unit comes from the fallback; cancelled, it goes back
+   * there. */
+  assert_int_equal(admit_semaphore_try(s.sem), 1);
+  flag_t f = {0};
+  admit_guard_permit_t p;
+  park_at_semaphore(&s, &p, &f);
+  admit_guard_metrics_t m;
+  assert_int_equal(admit_guard_metrics(s.g, &m), 0);
+  assert_int_equal(m.global_degraded, 1);
+  assert_int_equal(admit_guard_cancel(&p), 0);
+  admit_guard_free(s.g); /* waits for any refund on its way */
+  s.g = NULL;
+  admit_redis_limiter_stats_t st;
+  assert_int_equal(admit_redis_limiter_stats(s.lim, &st), 0);
+  assert_int_equal(st.refunds + st.refunds_lost, 0);
+  assert_int_equal(admit_redis_limiter_peek(o.lim, "vendor", 6, &d),
+                   ADMIT_REDIS_OK);
+  assert_int_equal(d.remaining, before);
+  admit_semaphore_release(s.sem);
+  side_close(&o);
+  side_close(&s);
+  tserver_stop(&srv);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_retry_after_across_processes),
       cmocka_unit_test(test_step_waits_for_redis),
       cmocka_unit_test(test_redis_units_given_back),
+      cmocka_unit_test(test_never_waits_for_hung_redis),
+      cmocka_unit_test(test_pause_cb_reaches_redis),
+      cmocka_unit_test(test_local_units_not_refunded_to_redis),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,6 +19,7 @@ typedef struct fake_global_s {
   uint64_t refunded;     /* units given back */
   uint64_t paused_ns;    /* last pause asked for */
   int pauses;
+  int pause_fail;        /* nonzero: pause returns this code */
   /* Asynchronous mode: 1 = reply later (by hand), 2 = reply at once. */
   int async_mode;
   done_fn done;
@@ -83,6 +84,7 @@ static int fg_refund(void* ud, uint64_t cost) {
 
 static int fg_pause(void* ud, uint64_t ns) {
   fake_global_t* f = ud;
+  if (f->pause_fail) return f->pause_fail;
   f->paused_ns = ns;
   f->pauses++;
   return 0;
@@ -785,6 +787,46 @@ static void test_vendor_pause(void** state) {
   fx_free();
 }
 
+static void on_paused(void* ud, int status) {
+  int* st = ud;
+  st[0]++;
+  st[1] = status;
+}
+
+/* The pause that never waits: with a global table, its pause is called
+ * and the callback runs before admit_guard_pause_cb() returns; a table's
+ * error is returned (no callback), while the local pause holds. */
+static void test_vendor_pause_cb(void** state) {
+  (void)state;
+  setup_t s = {.sem_cap = 1, .global = 1};
+  fx_make(&s);
+  int st[2] = {0, 99};
+  assert_int_equal(admit_guard_pause_cb(fx.g, 2 * SEC, on_paused, st), 0);
+  assert_int_equal(st[0], 1);
+  assert_int_equal(st[1], 0);
+  assert_int_equal(fx.fg.pauses, 1);
+  assert_int_equal(fx.fg.paused_ns, 2 * SEC);
+  assert_int_equal(metrics().paused_for_ns, 2 * SEC);
+  /* Zero pauses nothing, and still answers. */
+  assert_int_equal(admit_guard_pause_cb(fx.g, 0, on_paused, st), 0);
+  assert_int_equal(st[0], 2);
+  assert_int_equal(fx.fg.pauses, 1);
+  /* No callback is fine. */
+  assert_int_equal(admit_guard_pause_cb(fx.g, 3 * SEC, NULL, NULL), 0);
+  assert_int_equal(fx.fg.pauses, 2);
+  assert_int_equal(metrics().pauses, 2);
+  assert_int_equal(metrics().paused_for_ns, 3 * SEC);
+  fx.fg.pause_fail = ADMIT_EUNAVAILABLE;
+  assert_int_equal(admit_guard_pause_cb(fx.g, 4 * SEC, on_paused, st),
+                   ADMIT_EUNAVAILABLE);
+  assert_int_equal(st[0], 2);
+  assert_int_equal(metrics().paused_for_ns, 4 * SEC);
+  assert_int_equal(admit_guard_pause_cb(NULL, SEC, on_paused, st),
+                   ADMIT_EINVAL);
+  assert_int_equal(st[0], 2);
+  fx_free();
+}
+
 /* Retries: at most retry_min + ratio * calls per window. */
 static void test_retry_budget(void** state) {
   (void)state;
@@ -986,6 +1028,7 @@ int main(void) {
       cmocka_unit_test(test_cancel_at_every_stage),
       cmocka_unit_test(test_breaker_in_guard),
       cmocka_unit_test(test_vendor_pause),
+      cmocka_unit_test(test_vendor_pause_cb),
       cmocka_unit_test(test_retry_budget),
       cmocka_unit_test(test_max_attempts),
       cmocka_unit_test(test_backoff_bounds),

@@ -238,8 +238,10 @@ typedef struct admit_guard_permit_s {
  * With @c redis, the global stage is that limiter's quota for @c redis_key:
  * shared by every process and pod, decided asynchronously in the step API
  * (admit_redis_limiter_try_cb()), and paused for everyone by
- * admit_guard_pause(). Its refunds and pauses are blocking round trips,
- * bounded by the connection's command timeout. Returns 0 and sets
+ * admit_guard_pause() or admit_guard_pause_cb(). Its refunds never block
+ * (admit_redis_limiter_refund_cb(); one that fails is counted in the
+ * limiter's stats, `refunds_lost`), and units its failure policy took
+ * locally go back to its local fallback, not to Redis. Returns 0 and sets
  * @p *out, or ADMIT_EINVAL (both @c global and @c redis, a global stage
  * without try_acquire, a priority out of range, a negative retry ratio, a
  * name or key over 128 bytes) / ADMIT_ENOMEM.
@@ -250,7 +252,9 @@ ADMIT_EXTERN int admit_guard_new(admit_guard_t** out,
 /**
  * Frees a guard. NULL is a no-op.
  *
- * Every attempt must be done; the borrowed handles are not freed.
+ * Every attempt must be done; the borrowed handles are not freed. Waits
+ * for the Redis stage's replies, refunds and pauses still on their way
+ * (each at most the connection's command timeout).
  */
 ADMIT_EXTERN void admit_guard_free(admit_guard_t* g);
 
@@ -283,7 +287,7 @@ ADMIT_EXTERN int admit_guard_start(admit_guard_t* g, admit_guard_permit_t* p,
  * time, or the time ran out; `stage` says where, `retry_after_ns` how long
  * the stage wanted), ADMIT_EFULL (semaphore queue full), a global stage's
  * own code, or ADMIT_EINVAL. Never blocks, unless a global stage without
- * try_async blocks in try_acquire.
+ * try_async blocks in try_acquire (or a global table's refund blocks).
  */
 ADMIT_EXTERN int admit_guard_step(admit_guard_permit_t* p, uint64_t* wait_ns);
 
@@ -325,10 +329,11 @@ ADMIT_EXTERN int admit_guard_leave(admit_guard_permit_t* p, int outcome);
  * (refunded), a semaphore place or permit.
  *
  * An admitted attempt is left with ADMIT_OUTCOME_CANCELLED (its units were
- * spent). Giving global units back is the global stage's refund, a Redis
- * round trip bounded by its command timeout. Safe to call on a permit that
- * is already done (it does nothing). Returns 0, or ADMIT_EINVAL for a
- * permit never started.
+ * spent). Giving global units back never waits for Redis (the refund
+ * completes on the connection's I/O thread); a global table's refund
+ * callback is called as it is. Safe to call on a permit that is already
+ * done (it does nothing). Returns 0, or ADMIT_EINVAL for a permit never
+ * started.
  */
 ADMIT_EXTERN int admit_guard_cancel(admit_guard_permit_t* p);
 
@@ -358,17 +363,42 @@ ADMIT_EXTERN int admit_guard_retry(admit_guard_permit_t* p,
  * queue time), and the global stage's pause is called so that every
  * process sharing it pauses too. A shorter pause never shortens a longer
  * one. Returns 0, or the global stage's error (the local pause holds
- * anyway), or ADMIT_EINVAL.
+ * anyway), or ADMIT_EINVAL. With a Redis stage it waits for Redis (one
+ * round trip, at most the command timeout): from an event loop, use
+ * admit_guard_pause_cb().
  */
 ADMIT_EXTERN int admit_guard_pause(admit_guard_t* g, uint64_t pause_ns);
+
+/**
+ * Receives the outcome of admit_guard_pause_cb(): 0, or the global stage's
+ * error (e.g. ADMIT_EUNAVAILABLE: Redis could not answer in time).
+ */
+typedef void (*admit_guard_done_cb)(void* ud, int status);
+
+/**
+ * Like admit_guard_pause(), but never waits for Redis: pauses this process
+ * at once and returns; the Redis stage's pause completes on the
+ * connection's I/O thread, within its command timeout.
+ *
+ * @p cb (may be NULL) is then called once with the outcome: on the I/O
+ * thread with a Redis stage, else before this returns. A Redis pause that
+ * fails is counted in the limiter's stats (`pauses_lost`). The callback
+ * must be quick and must not block or free the guard. Returns 0 (the
+ * callback will run), or a negative code (it will not; the local pause
+ * holds anyway): ADMIT_EINVAL, ADMIT_ENOMEM, ADMIT_EFULL, ADMIT_ECLOSED, or
+ * a global table's pause error.
+ */
+ADMIT_EXTERN int admit_guard_pause_cb(admit_guard_t* g, uint64_t pause_ns,
+                                      admit_guard_done_cb cb, void* ud);
 
 /**
  * Feeds a vendor's remaining-quota figures back (e.g. the
  * `x-ratelimit-remaining-requests` and `-reset-requests` headers).
  *
  * When @p remaining is at most the `quota_low_water` option, pauses the
- * guard (everywhere, as admit_guard_pause()) for @p reset_after_ns.
- * Returns 1 if it paused, 0 if not, or a negative code.
+ * guard (everywhere, as admit_guard_pause_cb(), never waiting for Redis)
+ * for @p reset_after_ns. Returns 1 if it paused, 0 if not, or a negative
+ * code.
  */
 ADMIT_EXTERN int admit_guard_vendor_quota(admit_guard_t* g,
                                           uint64_t remaining,

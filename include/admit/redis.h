@@ -186,6 +186,12 @@ typedef struct admit_redis_limiter_stats_s {
   uint64_t fallback;   /**< Decided by the local fallback. */
   uint64_t unavailable; /**< Failed with ADMIT_EUNAVAILABLE. */
   uint64_t errors;     /**< Failed with any other error. */
+  uint64_t refunds;    /**< Refunds Redis applied. */
+  uint64_t refunds_lost; /**< Refunds that failed or never reached Redis
+                              (down, hung, queue full, closing): their
+                              units stay taken until they refill. */
+  uint64_t pauses;     /**< Pauses Redis applied. */
+  uint64_t pauses_lost; /**< Pauses that failed or never reached Redis. */
 } admit_redis_limiter_stats_t;
 
 /**
@@ -237,8 +243,12 @@ ADMIT_EXTERN int admit_redis_limiter_peek(admit_redis_limiter_t* l,
  * Gives back @p cost units to @p key (units taken but not used).
  *
  * The bucket moves back, never below a fresh state; windows refund only
- * within the current window. Returns 0, or a negative code (the failure
- * policy does not apply: nothing is given back when Redis is down).
+ * within the current window. Give back only units Redis took (a decision
+ * that returned ADMIT_REDIS_OK): units the failure policy admitted locally
+ * were never taken from Redis. Returns 0, or a negative code (the failure
+ * policy does not apply: nothing is given back when Redis is down; the
+ * stats count it in `refunds_lost`). Blocks the calling thread, at most
+ * the command timeout; admit_redis_limiter_refund_cb() does not.
  */
 ADMIT_EXTERN int admit_redis_limiter_refund(admit_redis_limiter_t* l,
                                             const void* key, size_t keylen,
@@ -278,7 +288,9 @@ ADMIT_EXTERN int admit_redis_limiter_acquire(admit_redis_limiter_t* l,
  *
  * A pause never shortens a longer one already set. @p until_ns (may be
  * NULL) gets the end of the pause in server time (Unix epoch ns). Returns
- * 0 or a negative code (the failure policy does not apply).
+ * 0 or a negative code (the failure policy does not apply; the stats count
+ * it in `pauses_lost`). Blocks the calling thread, at most the command
+ * timeout; admit_redis_limiter_pause_cb() does not.
  */
 ADMIT_EXTERN int admit_redis_limiter_pause(admit_redis_limiter_t* l,
                                            const void* key, size_t keylen,
@@ -363,6 +375,50 @@ ADMIT_EXTERN int admit_redis_limiter_try_cb(admit_redis_limiter_t* l,
                                             void* ud);
 
 /**
+ * Receives the outcome of an asynchronous refund or pause.
+ *
+ * @p status is what the blocking call would have returned: 0, or a
+ * negative code (ADMIT_EUNAVAILABLE when Redis could not answer in time:
+ * the command may or may not have run; ADMIT_ECLOSED when the connection
+ * was freed first). @p until_ns is a pause's end in server time (Unix
+ * epoch ns) when it succeeded, else 0.
+ */
+typedef void (*admit_redis_done_cb)(void* ud, int status, uint64_t until_ns);
+
+/**
+ * Like admit_redis_limiter_refund(), but returns at once and calls @p cb
+ * once, on the connection's I/O thread, within the command timeout.
+ *
+ * For an event loop (a later stage refused, a request was cancelled) that
+ * must not wait for Redis. A refund that fails is never retried (it may
+ * have run) and is counted in the stats (`refunds_lost`), as is one that
+ * cannot be queued. The callback must be quick and must not block or free
+ * the limiter (it may start other asynchronous calls). Returns 0 if
+ * queued, or a negative code (then @p cb is never called): ADMIT_EINVAL,
+ * ADMIT_EFULL, ADMIT_ECLOSED or ADMIT_ENOMEM. Usable from any thread.
+ */
+ADMIT_EXTERN int admit_redis_limiter_refund_cb(admit_redis_limiter_t* l,
+                                               const void* key,
+                                               size_t keylen, uint64_t cost,
+                                               admit_redis_done_cb cb,
+                                               void* ud);
+
+/**
+ * Like admit_redis_limiter_pause(), but returns at once and calls @p cb
+ * once, on the connection's I/O thread, within the command timeout, with
+ * the pause's end.
+ *
+ * A pause that fails is counted in the stats (`pauses_lost`). Returns as
+ * admit_redis_limiter_refund_cb() does.
+ */
+ADMIT_EXTERN int admit_redis_limiter_pause_cb(admit_redis_limiter_t* l,
+                                              const void* key,
+                                              size_t keylen,
+                                              uint64_t duration_ns,
+                                              admit_redis_done_cb cb,
+                                              void* ud);
+
+/**
  * Binds a connection's completions to a caller's libuv loop, for the
  * `_uv` calls.
  *
@@ -402,6 +458,34 @@ ADMIT_EXTERN int admit_redis_limiter_try_uv(admit_redis_limiter_t* l,
                                             uint64_t cost,
                                             admit_redis_decision_cb cb,
                                             void* ud);
+
+/**
+ * Like admit_redis_limiter_refund_cb(), but @p cb runs on @p lp's loop
+ * thread. Call on the loop's thread.
+ *
+ * Returns 0 if queued, or a negative code (then @p cb is never called):
+ * ADMIT_ECLOSED once admit_redis_loop_close() was called, or as
+ * admit_redis_limiter_refund_cb().
+ */
+ADMIT_EXTERN int admit_redis_limiter_refund_uv(admit_redis_limiter_t* l,
+                                               admit_redis_loop_t* lp,
+                                               const void* key,
+                                               size_t keylen, uint64_t cost,
+                                               admit_redis_done_cb cb,
+                                               void* ud);
+
+/**
+ * Like admit_redis_limiter_pause_cb(), but @p cb runs on @p lp's loop
+ * thread. Call on the loop's thread; returns as
+ * admit_redis_limiter_refund_uv() does.
+ */
+ADMIT_EXTERN int admit_redis_limiter_pause_uv(admit_redis_limiter_t* l,
+                                              admit_redis_loop_t* lp,
+                                              const void* key,
+                                              size_t keylen,
+                                              uint64_t duration_ns,
+                                              admit_redis_done_cb cb,
+                                              void* ud);
 
 /**
  * A global semaphore: at most @c capacity leases per subject key at once,
