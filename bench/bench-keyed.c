@@ -70,7 +70,7 @@ static void* count_realloc(void* p, size_t n) {
   return nh + 1;
 }
 
-/* --- the measured loops ---------------------------------------------------- */
+/* --- the measured loops -------------------------------------------------- */
 
 typedef struct job_s job_t;
 typedef uint64_t (*chunk_fn)(job_t* j);
