@@ -46,6 +46,7 @@ __all__ = [
     "RateLimit", "client_ip", "by_header", "forwarded_ip",
     "AdmissionMiddleware", "Readiness", "add_health_routes",
     "GuardedClient", "retry_after_seconds", "rate_limit_headers",
+    "parse_retry_after",
 ]
 
 KeyFunc = Callable[[Any], Union[None, str, bytes, Awaitable[Any]]]
@@ -354,6 +355,9 @@ class RateLimit:
         return repr(self._backend)
 
     async def __call__(self, request: Request, response: Response) -> None:
+        """Checks one request (FastAPI calls it as a dependency): sets the
+        rate-limit headers on ``response``, or raises HTTP 429 (denied) or
+        503 (the Redis backend is down and the policy is fail-closed)."""
         key = await _maybe(self._key(request)) if self._key else None
         if key is None:
             return
@@ -500,6 +504,8 @@ class AdmissionMiddleware:
         self._body = json.dumps({"detail": "Service overloaded"}).encode()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """The ASGI entry point: admits the request (or answers 503 at
+        once), runs the app and leaves with the request's outcome."""
         if scope["type"] != "http" or \
                 scope["path"].startswith(self.exempt):
             await self.app(scope, receive, send)

@@ -53,6 +53,11 @@ class VendorLimited(Exception):
         self.response = response
         self.retry_after = retry_after
 
+    def __repr__(self) -> str:
+        if self.retry_after is None:
+            return "VendorLimited()"
+        return "VendorLimited(retry_after=%g)" % self.retry_after
+
 
 class GuardMetrics(NamedTuple):
     """Counters, gauges and latency histograms of one guard."""

@@ -87,6 +87,16 @@ class Health:
                 raise TypeError("%s must be a bool" % name)
         o.fail_on_open_breaker = int(fail_on_open_breaker)
         o.fail_on_degraded = int(fail_on_degraded)
+        # The options given, for repr.
+        given = (("max_waiting", max_waiting), ("ready_waiting",
+                                                ready_waiting),
+                 ("max_error_rate", max_error_rate),
+                 ("ready_error_rate", ready_error_rate),
+                 ("min_calls", min_calls), ("hold", hold),
+                 ("fail_on_open_breaker", fail_on_open_breaker or None),
+                 ("fail_on_degraded", fail_on_degraded or None))
+        self._desc = ", ".join("%s=%r" % (n, v) for n, v in given
+                               if v is not None)
         o.clock = clock_ptr(clock)
         pp = ffi.new("admit_health_t**")
         rc = lib.admit_health_new(pp, o)
@@ -173,5 +183,10 @@ class Health:
             size = n + 1
 
     def __repr__(self) -> str:
-        return "Health(%s)" % ", ".join(self._names)
+        """``Health(<components>; <options given>)``, e.g.
+        ``Health(http, openai; max_waiting=16, hold=5.0)``."""
+        parts = ", ".join(self._names)
+        if self._desc:
+            parts = "%s; %s" % (parts, self._desc) if parts else self._desc
+        return "Health(%s)" % parts
 
