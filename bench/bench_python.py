@@ -112,7 +112,8 @@ def row(name, ours, theirs, target, ratio=None):
 def in_process():
     item = limits.parse(LIMIT)
     for algo, strategy, name in (
-            ("fixed_window", FixedWindowRateLimiter, "in-process fixed window"),
+            ("fixed_window", FixedWindowRateLimiter,
+             "in-process fixed window"),
             ("sliding_window", MovingWindowRateLimiter,
              "in-process sliding/moving window")):
         ours = admit.KeyedLimiter(LIMIT, algorithm=algo)
@@ -133,7 +134,7 @@ def in_process():
         row(name, a, b, 10, ratio)
 
 
-# -- Redis ---------------------------------------------------------------------
+# -- Redis --------------------------------------------------------------------
 
 def redis_rows(url):
     from limits.storage import RedisStorage
