@@ -366,7 +366,8 @@ INLINE bool fresh_impl(const admit__algo_t* a, admit_algo_t algo, uint32_t n,
 }
 
 /* The instances: one function per algorithm and per rate count (the
- * constant 1, or a->nrates), each small enough to need few registers. */
+ * constants 1 and 2, the common "10/minute;1000/day", or a->nrates), each
+ * small enough to need few registers. */
 #define INSTANCES(name, algo, n)                                             \
   static int reserve_##name(const admit__algo_t* a,                          \
                             const admit__cell_t* cur, admit__cell_t* next,   \
@@ -387,6 +388,9 @@ INLINE bool fresh_impl(const admit__algo_t* a, admit_algo_t algo, uint32_t n,
 INSTANCES(bucket1, ADMIT_TOKEN_BUCKET, 1)
 INSTANCES(fixed1, ADMIT_FIXED_WINDOW, 1)
 INSTANCES(sliding1, ADMIT_SLIDING_WINDOW, 1)
+INSTANCES(bucket2, ADMIT_TOKEN_BUCKET, 2)
+INSTANCES(fixed2, ADMIT_FIXED_WINDOW, 2)
+INSTANCES(sliding2, ADMIT_SLIDING_WINDOW, 2)
 INSTANCES(bucket, ADMIT_TOKEN_BUCKET, a->nrates)
 INSTANCES(fixed, ADMIT_FIXED_WINDOW, a->nrates)
 INSTANCES(sliding, ADMIT_SLIDING_WINDOW, a->nrates)
@@ -402,6 +406,16 @@ INSTANCES(sliding, ADMIT_SLIDING_WINDOW, a->nrates)
           return PREFIX##fixed1(a, __VA_ARGS__);                             \
         default:                                                             \
           return PREFIX##sliding1(a, __VA_ARGS__);                           \
+      }                                                                      \
+    }                                                                        \
+    if (a->nrates == 2) {                                                    \
+      switch (a->algo) {                                                     \
+        case ADMIT_TOKEN_BUCKET:                                             \
+          return PREFIX##bucket2(a, __VA_ARGS__);                            \
+        case ADMIT_FIXED_WINDOW:                                             \
+          return PREFIX##fixed2(a, __VA_ARGS__);                             \
+        default:                                                             \
+          return PREFIX##sliding2(a, __VA_ARGS__);                           \
       }                                                                      \
     }                                                                        \
     switch (a->algo) {                                                       \
