@@ -84,6 +84,8 @@ static const scenario_t scenarios[] = {
     {ADMIT_FIXED_WINDOW, "7/300ms", 0}, /* period does not divide 1 s */
     {ADMIT_FIXED_WINDOW, "3/7ns;100/min", 0},
     {ADMIT_FIXED_WINDOW, "4294967295/h", 0},
+    {ADMIT_FIXED_WINDOW, "7/200ms", 0}, /* the script's fast path */
+    {ADMIT_FIXED_WINDOW, "9/2s", 0},    /* the script's fast path */
     {ADMIT_SLIDING_WINDOW, "5/s", 0},
     {ADMIT_SLIDING_WINDOW, "10/s;20/3s", 0},
     {ADMIT_SLIDING_WINDOW, "7/300ms", 0},
@@ -355,20 +357,23 @@ static admit_decision_t paused(admit_decision_t d, uint64_t left) {
 
 /* A pause (a vendor's Retry-After) denies every check until it ends and
  * consumes nothing; from its end on, decisions are algo.c's again. The
- * single-rate bucket (the script's fast path) and a two-rate one (the
- * general path) must agree to the nanosecond. */
+ * single-rate bucket and fixed window (the script's fast paths) and
+ * two-rate ones (the general path) must agree to the nanosecond. */
 static void test_pause_exact(void** state) {
   (void)state;
   REDIS_OR_SKIP();
-  const char* specs[2] = {"5/s", "5/s;1000/h"};
-  for (int si = 0; si < 2; si++) {
-    admit_quota_t q = tr_quota(ADMIT_TOKEN_BUCKET, specs[si]);
+  const char* specs[4] = {"5/s", "5/s;1000/h", "5/s", "5/s;1000/h"};
+  const char* names[4] = {"pause1", "pause2", "pause3", "pause4"};
+  for (int si = 0; si < 4; si++) {
+    admit_quota_t q = tr_quota(si < 2 ? ADMIT_TOKEN_BUCKET
+                                      : ADMIT_FIXED_WINDOW,
+                               specs[si]);
     admit__algo_t a;
     assert_int_equal(admit__algo_init(&a, &q), 0);
     admit_redis_limiter_options_t lo;
     memset(&lo, 0, sizeof(lo));
     lo.quota = &q;
-    lo.name = si == 0 ? "pause1" : "pause2";
+    lo.name = names[si];
     admit_redis_limiter_t* l = NULL;
     assert_int_equal(admit_redis_limiter_new(&l, conn, &lo), 0);
     admit__cell_t cells[ADMIT_RATES_MAX], next[ADMIT_RATES_MAX];

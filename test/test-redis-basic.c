@@ -274,6 +274,25 @@ static void test_bucket_expiry(void** state) {
   assert_false(d.allowed);
   expect_expiry(c, key, pause_ms);
   admit_redis_limiter_free(l);
+
+  /* A fixed window's key lives until its window ends (set once per
+   * window). */
+  admit_quota_t fq = tr_quota(ADMIT_FIXED_WINDOW, "10/s");
+  lo.quota = &fq;
+  lo.name = "expw";
+  assert_int_equal(admit_redis_limiter_new(&l, r, &lo), 0);
+  const char* wkey = "t-exp:{s}:expw";
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(admit_redis_limiter_try(l, "s", 1, 1, &d), 0);
+    assert_true(d.allowed);
+    long long at = tr_int(c, "PEXPIRETIME %s", wkey);
+    assert_int_equal(at, hfield(c, wkey, "e"));
+    long long b = hfield(c, wkey, "b"), w1 = hfield(c, wkey, "w1");
+    assert_true(b > 1600000000 && w1 >= -1000000000 && w1 <= 0);
+    assert_int_equal(at, b * 1000 + (w1 + 1000000000 + 999999) / 1000000);
+    assert_int_equal(hfield(c, wkey, "c1"), 10 - (long long)d.remaining);
+  }
+  admit_redis_limiter_free(l);
   admit_redis_free(r);
   tr_flush_prefix(c, "t-exp");
   tr_flush_prefix(c, "admit");

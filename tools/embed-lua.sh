@@ -12,8 +12,9 @@ out=$1; prelude=$2; shift 2
 hdr="$(dirname "$out")/redis-lua.h"
 tmp="$out.tmp.$$"
 
-# The text of script $2 with prelude $1, comment lines blanked (so that
-# line numbers in Lua errors still match, at one byte per line).
+# The text of script $2 with prelude $1, comment lines blanked and
+# indentation dropped (so that line numbers in Lua errors still match; the
+# scripts use no long strings, where either would matter).
 combine() {
   if grep -q '^-- @prelude$' "$2"; then
     awk -v pre="$1" '
@@ -21,7 +22,7 @@ combine() {
       { print }' "$2"
   else
     cat "$1" "$2"
-  fi | sed 's/^[ \t]*--.*$//'
+  fi | sed -e 's/^[ \t]*--.*$//' -e 's/^[ \t]*//'
 }
 
 # Redis closes the connection of a client that is not yet authenticated

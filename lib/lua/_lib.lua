@@ -7,12 +7,12 @@
 -- and the C side refuses quotas whose durations could reach 2^52 ns (about
 -- 52 days) or whose window limits exceed 2^32. Absolute times (nanoseconds
 -- since the Unix epoch, about 2^61) do not fit, so they are held as pairs
--- {seconds, nanoseconds} and stored as decimal strings of nanoseconds;
--- except token-bucket times, which are stored as nanoseconds after a base
--- second (field 'b', the second of the last write), small enough to pass
--- to and from Redis as plain numbers (no string building: see the fast
--- path in limit.lua). Products that could pass 2^53 (sliding windows) use
--- exact helpers.
+-- {seconds, nanoseconds}. A limiter's hash stores them as nanoseconds
+-- after a base second (field 'b', the second of the last write), small
+-- enough to pass to and from Redis as plain numbers (no string building:
+-- see the fast paths in limit.lua); a pause ('z') is stored as a decimal
+-- string of nanoseconds. Products that could pass 2^53 (sliding windows)
+-- use exact helpers.
 --
 -- Time: the server's TIME (microseconds, so server "now" is a multiple of
 -- 1000 ns), unless the caller passes a "now" for tests (ARGV[2]).
@@ -154,10 +154,26 @@ local function read_now(arg)
   return {tonumber(t[1]), tonumber(t[2]) * 1000}
 end
 
+-- The time 'b' seconds plus off nanoseconds (off may be negative; both
+-- may be strings), as a pair; nil if either is missing.
+local function t_rel(b, off)
+  if not b or not off then return nil end
+  off = tonumber(off)
+  local r = off % E9
+  return {tonumber(b) + (off - r) / E9, r}
+end
+
+-- Nanoseconds from second b to pair t, for storing: exact below 2^53; a
+-- time more than 2^52 ns in the past counts as that far back.
+local function t_off(t, b)
+  local off = (t[1] - b) * E9 + t[2]
+  if off < -4503599627370496 then off = -4503599627370496 end
+  return off
+end
+
 -- Loads the state of every rate of quota q from hash key k.
 local function load_state(k, q)
-  local fields = {}
-  if q.algo == 0 then fields[1] = 'b' end
+  local fields = {'b'}
   for i = 1, q.n do
     if q.algo == 0 then
       fields[#fields + 1] = 't' .. i
@@ -172,17 +188,10 @@ local function load_state(k, q)
   local st = {pause = t_parse(v[#v])}
   for i = 1, q.n do
     if q.algo == 0 then
-      -- 'b' seconds plus 't<i>' nanoseconds (which may be negative).
-      local tat = nil
-      if v[1] and v[i + 1] then
-        local off = tonumber(v[i + 1])
-        local r = off % E9
-        tat = {tonumber(v[1]) + (off - r) / E9, r}
-      end
-      st[i] = {tat = tat}
+      st[i] = {tat = t_rel(v[1], v[i + 1])}
     else
-      local j = (i - 1) * 3
-      st[i] = {win = t_parse(v[j + 1]), c = tonumber(v[j + 2]) or 0,
+      local j = 1 + (i - 1) * 3
+      st[i] = {win = t_rel(v[1], v[j + 1]), c = tonumber(v[j + 2]) or 0,
                p = tonumber(v[j + 3]) or 0}
     end
   end
@@ -339,30 +348,23 @@ end
 -- that simulated clocks stepping back see what lib/algo.c sees.
 local function store_state(k, q, st, now)
   local ttl = 0
-  local args = {}
+  -- Times are written after the base second now[1].
+  local args = {'b', now[1]}
   for i = 1, q.n do
     local s = st[i]
     if q.algo == 0 then
       if s.tat ~= nil then
-        -- Nanoseconds after the base second now[1] (exact below 2^53; a
-        -- time more than 2^52 ns in the past counts as that far back).
-        if #args == 0 then
-          args[1] = 'b'
-          args[2] = now[1]
-        end
-        local off = (s.tat[1] - now[1]) * E9 + s.tat[2]
-        if off < -4503599627370496 then off = -4503599627370496 end
         args[#args + 1] = 't' .. i
-        args[#args + 1] = off
+        args[#args + 1] = t_off(s.tat, now[1])
         if t_cmp(s.tat, now) > 0 then ttl = max(ttl, t_diff(s.tat, now)) end
       end
     elseif s.win ~= nil then
       args[#args + 1] = 'w' .. i
-      args[#args + 1] = t_str(s.win)
+      args[#args + 1] = t_off(s.win, now[1])
       args[#args + 1] = 'c' .. i
-      args[#args + 1] = string.format('%d', s.c)
+      args[#args + 1] = s.c
       args[#args + 1] = 'p' .. i
-      args[#args + 1] = string.format('%d', s.p)
+      args[#args + 1] = s.p
       local v = window_view(q[i], s, now)
       ttl = max(ttl, window_reset(q.algo, q[i], v, v.cur))
     end
@@ -372,14 +374,14 @@ local function store_state(k, q, st, now)
     args[#args + 1] = t_str(st.pause)
     if t_cmp(st.pause, now) > 0 then ttl = max(ttl, t_diff(st.pause, now)) end
   end
-  if #args == 0 or (ttl == 0 and not injected) then
+  if #args == 2 or (ttl == 0 and not injected) then
     redis.call('DEL', k)
     return
   end
-  if q.algo == 0 and not injected then
-    -- A token bucket records its expiry (absolute server ms, rounded up so
-    -- the state never vanishes too early) in field 'e', which the fast
-    -- path in limit.lua trusts: every write of its expiry writes 'e' too.
+  if not injected then
+    -- The hash records its expiry (absolute server ms, rounded up so the
+    -- state never vanishes too early) in field 'e', which the fast paths
+    -- in limit.lua trust: every write of its expiry writes 'e' too.
     local e = now[1] * 1000 + math.ceil((now[2] + ttl) / 1000000)
     args[#args + 1] = 'e'
     args[#args + 1] = e
@@ -387,10 +389,8 @@ local function store_state(k, q, st, now)
     redis.call('PEXPIREAT', k, e)
     return
   end
-  if q.algo == 0 then
-    args[#args + 1] = 'e'
-    args[#args + 1] = 0
-  end
+  args[#args + 1] = 'e'
+  args[#args + 1] = 0
   redis.call('HSET', k, unpack(args))
   -- Milliseconds, rounded up so the state never vanishes too early.
   local ms = math.floor((ttl + 999999) / 1000000)

@@ -16,19 +16,34 @@
 -- Every op replies with a decision (see reply() in _lib.lua); pause adds
 -- the pause's end (ns string) as a ninth element.
 
--- The fast path: try and peek of a single-rate token bucket, the common
--- case, before the prelude (tools/embed-lua.sh inserts it at the marker
+-- The fast paths: try and peek of a single-rate token bucket, or of a
+-- single-rate fixed window whose period divides a second or is a whole
+-- number of seconds (1 s, 1 min, 1 h, 100 ms...), the common cases. They
+-- come before the prelude (tools/embed-lua.sh inserts it at the marker
 -- below), so that a call pays for none of the prelude's closures, tables
--- and string building. It is the general path below specialised by hand
--- (eval_rate, decide, store_state and reply for one GCRA rate): HMGET,
--- TIME, and for an admitted try HSET (and now and then PEXPIREAT, see
--- below). Strings from Redis and ARGV are coerced by arithmetic (exact
--- for integers below 2^53), and numbers go back to Redis as integers.
--- test-redis-algo.c checks both paths against lib/algo.c.
-if ARGV[3] == '0' and ARGV[4] == '1' and
+-- and string building. They are the general path below specialised by
+-- hand (window_view, eval_rate, decide, store_state and reply for one
+-- rate): HMGET, TIME, and for an admitted try HSET (and now and then
+-- PEXPIREAT, see below). Strings from Redis and ARGV are coerced by
+-- arithmetic (exact for integers below 2^53), and numbers go back to
+-- Redis as integers. test-redis-algo.c checks both paths against
+-- lib/algo.c.
+local fast_algo = ARGV[3]
+local fast_p = 0
+if fast_algo == '1' then
+  fast_p = ARGV[6] + 0
+  if fast_p % 1000000000 ~= 0 and 1000000000 % fast_p ~= 0 then
+    fast_algo = ''
+  end
+end
+if (fast_algo == '0' or fast_algo == '1') and ARGV[4] == '1' and
     (ARGV[1] == 'try' or ARGV[1] == 'peek') then
   local key = KEYS[1]
-  local v = redis.call('HMGET', key, 'b', 't1', 'z', 'e')
+  local bucket = fast_algo == '0'
+  -- b: base second; t1 (bucket) or w1 (window): its time in ns after b;
+  -- c1: the window's count; z: a pause; e: the key's expiry (ms).
+  local v = redis.call('HMGET', key, 'b', bucket and 't1' or 'w1', 'c1',
+                       'z', 'e')
   local s, ns
   local at = ARGV[2]
   if at == '' then
@@ -43,25 +58,68 @@ if ARGV[3] == '0' and ARGV[4] == '1' and
       s, ns = string.sub(at, 1, l - 9) + 0, string.sub(at, l - 8) + 0
     end
   end
-  local interval, tol = ARGV[7] + 0, ARGV[8] + 0
   local cost = 0
   if ARGV[1] == 'try' then cost = ARGV[9] + 0 end
-  -- d: how far the theoretical arrival time is ahead of now.
-  local d = 0
-  if v[1] and v[2] then
-    d = v[2] + (v[1] - s) * 1000000000 - ns
-    if d < 0 then d = 0 end
-  end
-  local nd = d + cost * interval
-  local ok = nd <= tol
-  local rem, retry, reset = 0, 0, nd
-  if ok then
-    rem = math.floor((tol - nd) / interval)
+  local ok, rem, retry, reset
+  -- ttl: how long the new state matters; room: extra life for its key.
+  local ttl, room, put1, put2, put3 = 0, 0, nil, nil, nil
+  if bucket then
+    local interval, tol = ARGV[7] + 0, ARGV[8] + 0
+    -- d: how far the theoretical arrival time is ahead of now.
+    local d = 0
+    if v[1] and v[2] then
+      d = v[2] + (v[1] - s) * 1000000000 - ns
+      if d < 0 then d = 0 end
+    end
+    local nd = d + cost * interval
+    ok = nd <= tol
+    rem, retry, reset = 0, 0, nd
+    if ok then
+      rem = math.floor((tol - nd) / interval)
+    else
+      if tol > d then rem = math.floor((tol - d) / interval) end
+      retry, reset = nd - tol, d
+    end
+    -- The new arrival time, after second s. A busy key renews its expiry
+    -- only every 100 ms of it, so an idle key outlives its state by at
+    -- most 100 ms.
+    ttl, room, put1 = nd, 100, nd + ns
   else
-    if tol > d then rem = math.floor((tol - d) / interval) end
-    retry, reset = nd - tol, d
+    local limit = ARGV[5] + 0
+    -- The window of now: its start (ns after second s) and the offset e.
+    local e
+    if fast_p % 1000000000 == 0 then
+      e = (s % (fast_p / 1000000000)) * 1000000000 + ns
+    else
+      e = ns % fast_p
+    end
+    local start = ns - e
+    local lag, cur = 0, 0
+    if v[1] and v[2] then
+      local ws = v[2] + (v[1] - s) * 1000000000
+      if ws > start then
+        -- The cell is ahead (a server clock stepped back): decide at its
+        -- window's start.
+        lag, e, start = ws - ns, 0, ws
+        cur = tonumber(v[3]) or 0
+      elseif ws == start then
+        cur = tonumber(v[3]) or 0
+      end
+    end
+    local left = fast_p - e + lag
+    local used = cur + cost
+    ok = used <= limit
+    if ok then
+      rem, retry = limit - used, 0
+      if used > 0 then reset = left else reset = 0 end
+    else
+      rem, retry = limit - cur, left
+      if rem < 0 then rem = 0 end
+      if cur > 0 then reset = left else reset = 0 end
+    end
+    ttl, put1, put2, put3 = left, start, used, 0
   end
-  local z = v[3]
+  local z = v[4]
   if z then
     -- A pause (absolute ns) denies everything until it ends.
     local l = #z
@@ -79,27 +137,37 @@ if ARGV[3] == '0' and ARGV[4] == '1' and
     end
   end
   if ok and cost > 0 then
-    if at ~= '' then
-      -- An injected time: kept long in real time (see store_state).
-      local ms = math.floor((nd + 999999) / 1000000)
-      if ms < 600000 then ms = 600000 end
-      redis.call('HSET', key, 'b', s, 't1', nd + ns, 'e', 0)
-      redis.call('PEXPIRE', key, ms)
-    else
-      -- The key must live until the new arrival time (absolute server
-      -- ms, rounded up). When the expiry last set ('e') already covers
-      -- it, nothing more is needed; else it is set 100 ms later than
-      -- that, so that a busy key renews it only now and then, and an
-      -- idle key outlives its state by at most 100 ms.
-      local need = s * 1000 + math.ceil((ns + nd) / 1000000)
-      local e = v[4]
-      if e and e + 0 >= need then
-        redis.call('HSET', key, 'b', s, 't1', nd + ns)
+    local e = 0
+    if at == '' then
+      -- The key must live until its state no longer matters (absolute
+      -- server ms, rounded up). When the expiry last set ('e') already
+      -- covers that, nothing more is needed.
+      local need = s * 1000 + math.ceil((ns + ttl) / 1000000)
+      if v[5] and v[5] + 0 >= need then
+        e = nil
       else
-        e = need + 100
-        redis.call('HSET', key, 'b', s, 't1', nd + ns, 'e', e)
-        redis.call('PEXPIREAT', key, e)
+        e = need + room
       end
+    end
+    if bucket then
+      if e then
+        redis.call('HSET', key, 'b', s, 't1', put1, 'e', e)
+      else
+        redis.call('HSET', key, 'b', s, 't1', put1)
+      end
+    elseif e then
+      redis.call('HSET', key, 'b', s, 'w1', put1, 'c1', put2, 'p1', put3,
+                 'e', e)
+    else
+      redis.call('HSET', key, 'b', s, 'w1', put1, 'c1', put2, 'p1', put3)
+    end
+    if e == 0 then
+      -- An injected time: kept long in real time (see store_state).
+      local ms = math.floor((ttl + 999999) / 1000000)
+      if ms < 600000 then ms = 600000 end
+      redis.call('PEXPIRE', key, ms)
+    elseif e then
+      redis.call('PEXPIREAT', key, e)
     end
   end
   local a = 0
