@@ -392,7 +392,8 @@ typedef void (*admit_redis_done_cb)(void* ud, int status, uint64_t until_ns);
  * For an event loop (a later stage refused, a request was cancelled) that
  * must not wait for Redis. A refund that fails is never retried (it may
  * have run) and is counted in the stats (`refunds_lost`), as is one that
- * cannot be queued. The callback must be quick and must not block or free
+ * cannot be queued. A @p cost of 0 goes to Redis too, and gives nothing
+ * back. The callback must be quick and must not block or free
  * the limiter (it may start other asynchronous calls). Returns 0 if
  * queued, or a negative code (then @p cb is never called): ADMIT_EINVAL,
  * ADMIT_EFULL, ADMIT_ECLOSED or ADMIT_ENOMEM. Usable from any thread.
