@@ -1061,23 +1061,26 @@ int admit_guard_call(admit_guard_t* g, uint64_t queue_timeout_ns,
   if (g == NULL || fn == NULL) return ADMIT_EINVAL;
   admit_guard_permit_t local;
   admit_guard_permit_t* p = last != NULL ? last : &local;
+  /* Queue time not spent yet, across attempts (ADMIT_FOREVER: none). */
+  uint64_t left = queue_timeout_ns;
   int rc = admit_guard_enter(g, p, queue_timeout_ns);
   for (;;) {
-    bool retryable;
-    if (rc == 0) {
-      int outcome = fn(ud, p);
-      if (outcome < ADMIT_OUTCOME_SUCCESS || outcome > ADMIT_OUTCOME_CANCELLED)
-        outcome = ADMIT_OUTCOME_FAILURE;
-      admit_guard_leave(p, outcome);
-      if (outcome == ADMIT_OUTCOME_SUCCESS) return 0;
-      rc = p->error;
-      retryable = (g->retry_on & (1u << outcome)) != 0;
-    } else {
-      /* The seed retries the vendor limiter's refusal, nothing else. */
-      retryable =
-          rc == ADMIT_ETIMEDOUT && p->stage == ADMIT_GUARD_STAGE_GLOBAL;
-    }
-    if (!retryable || admit_guard_retry(p, queue_timeout_ns, NULL) != 1)
+    /* A stage refused: the guard's own refusal, never retried (the
+     * attempt gave back everything it held). */
+    if (rc != 0) return rc;
+    /* The attempt waited from its start (after any backoff) to its
+     * admission; the backoff is not queue time. */
+    if (left != ADMIT_FOREVER)
+      left = admit__sat_sub(left,
+                            admit__sat_sub(p->admitted_ns_, p->started_ns_));
+    int outcome = fn(ud, p);
+    if (outcome < ADMIT_OUTCOME_SUCCESS || outcome > ADMIT_OUTCOME_CANCELLED)
+      outcome = ADMIT_OUTCOME_FAILURE;
+    admit_guard_leave(p, outcome);
+    if (outcome == ADMIT_OUTCOME_SUCCESS) return 0;
+    rc = p->error;
+    if (!(g->retry_on & (1u << outcome)) ||
+        admit_guard_retry(p, left, NULL) != 1)
       return rc;
     rc = admit_guard_wait(p);
   }

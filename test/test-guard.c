@@ -970,10 +970,19 @@ static void test_call_with_retries(void** state) {
                    ADMIT_ECALL);
   assert_int_equal(bad.n, 3);
 
-  /* A global refusal is retried (the seed's VendorRateLimitExceeded). */
+  /* A global refusal is the guard's own: never retried, the call never
+   * runs. */
   script_t ok = {{0}, 0, {0}};
   fx.fg.deny = 1;
   fx.fg.retry_after = 100 * SEC;
+  uint64_t retries = metrics().retries;
+  assert_int_equal(admit_guard_call(fx.g, SEC, scripted, &ok, &last),
+                   ADMIT_ETIMEDOUT);
+  assert_int_equal(ok.n, 0);
+  assert_int_equal(last.stage, ADMIT_GUARD_STAGE_GLOBAL);
+  assert_int_equal(last.attempt, 0);
+  assert_int_equal(metrics().retries, retries);
+  assert_int_equal(fx.fg.deny, 0);
   assert_int_equal(admit_guard_call(fx.g, SEC, scripted, &ok, NULL), 0);
   assert_int_equal(ok.n, 1);
 
@@ -993,6 +1002,46 @@ static void test_call_with_retries(void** state) {
   assert_int_equal(admit_guard_call(fx.g, SEC, scripted, &t, NULL),
                    ADMIT_ETIMEDOUT);
   assert_int_equal(t.n, 1);
+  fx_free();
+}
+
+/* admit_guard_call: the queue timeout is one budget across attempts. The
+ * local limiter (1/s, burst 1) lets the first attempt through at once, the
+ * second waits 0.99 s of the 1.5 s (each call takes 10 ms), and the third,
+ * needing 0.99 s with 0.51 s left, is refused at once without sleeping
+ * and without running (each attempt had its own 1.5 s before). */
+static void test_call_queue_budget_across_attempts(void** state) {
+  (void)state;
+  setup_t s = {.local = "1/s"};
+  s.o.call_timeout_ns = 1 * SEC;
+  s.o.max_attempts = 5;
+  s.o.backoff_base_ns = 1;
+  s.o.backoff_max_ns = 1;
+  fx_make(&s);
+  script_t sc = {{ADMIT_OUTCOME_FAILURE, ADMIT_OUTCOME_FAILURE,
+                  ADMIT_OUTCOME_SUCCESS}, 0, {0}};
+  admit_guard_permit_t last;
+  assert_int_equal(admit_guard_call(fx.g, 1500 * MS, scripted, &sc, &last),
+                   ADMIT_ETIMEDOUT);
+  assert_int_equal(sc.n, 2);
+  assert_int_equal(last.attempt, 2);
+  assert_int_equal(last.stage, ADMIT_GUARD_STAGE_LOCAL);
+  admit_guard_metrics_t m = metrics();
+  assert_int_equal(m.retries, 2);
+  assert_int_equal(m.failed, 2);
+  assert_int_equal(m.rejected_local, 1);
+  /* Slept: the second attempt's 0.99 s, and the backoffs (0 or 1 ns). */
+  assert_true(slept() >= 990 * MS - 2 && slept() <= 990 * MS + 2);
+  fx_free();
+
+  /* The same script with room for the third wait succeeds. */
+  fx_make(&s);
+  script_t sc2 = {{ADMIT_OUTCOME_FAILURE, ADMIT_OUTCOME_FAILURE,
+                   ADMIT_OUTCOME_SUCCESS}, 0, {0}};
+  assert_int_equal(admit_guard_call(fx.g, 2500 * MS, scripted, &sc2, &last),
+                   0);
+  assert_int_equal(sc2.n, 3);
+  assert_int_equal(last.attempt, 2);
   fx_free();
 }
 
@@ -1033,6 +1082,7 @@ int main(void) {
       cmocka_unit_test(test_max_attempts),
       cmocka_unit_test(test_backoff_bounds),
       cmocka_unit_test(test_call_with_retries),
+      cmocka_unit_test(test_call_queue_budget_across_attempts),
       cmocka_unit_test(test_global_error),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -415,12 +415,26 @@ typedef int (*admit_guard_fn)(void* ud, const admit_guard_permit_t* p);
  * leaves with its outcome, and retries the outcomes named by `retry_on`
  * while attempts and the retry budget allow.
  *
- * Each attempt may wait @p queue_timeout_ns. Refusals by the guard's stages
- * are not retried, except ADMIT_ETIMEDOUT at the global stage (the vendor's
- * limit), as the seed does. Returns 0 when a call succeeded; otherwise the
- * last attempt's code: a stage's refusal, ADMIT_ECALL (failed),
- * ADMIT_ETIMEDOUT (the call timed out) or ADMIT_ELIMITED (the vendor
- * refused). @p last (may be NULL) gets the last attempt's permit. Blocks.
+ * What is retried: only a call that ran and ended with an outcome in
+ * `retry_on` (by default ADMIT_OUTCOME_FAILURE, ADMIT_OUTCOME_TIMEOUT, the
+ * call timeout, and ADMIT_OUTCOME_VENDOR_LIMITED, the vendor's 429), while
+ * attempts remain and the retry budget has room. What is never retried:
+ * the guard's own refusals, returned at once -- the open breaker
+ * (ADMIT_EOPEN), a vendor pause, local or global limiter wait that would
+ * not fit the queue time left, the queue time running out while waiting
+ * (ADMIT_ETIMEDOUT with `stage` before ADMIT_GUARD_STAGE_CALL), a full
+ * semaphore queue (ADMIT_EFULL), a backend error (e.g. ADMIT_EUNAVAILABLE)
+ * -- the same policy as the Python `Guard.call`.
+ *
+ * Time: @p queue_timeout_ns is one budget for all the waiting of the call,
+ * across its attempts: a retry may wait in the stages only for what the
+ * earlier attempts left of it (once spent, a retry passes only if no stage
+ * makes it wait). The backoff before a retry is not queue time. Returns 0
+ * when a call succeeded; otherwise the last attempt's code: a stage's
+ * refusal, ADMIT_ECALL (failed), ADMIT_ETIMEDOUT (the call timed out) or
+ * ADMIT_ELIMITED (the vendor refused); when the budget refuses a retry,
+ * the last call's code too. @p last (may be NULL) gets the last attempt's
+ * permit. Blocks.
  */
 ADMIT_EXTERN int admit_guard_call(admit_guard_t* g, uint64_t queue_timeout_ns,
                                   admit_guard_fn fn, void* ud,
