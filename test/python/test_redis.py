@@ -6,6 +6,7 @@ policies and the FastAPI dependency on Redis."""
 import asyncio
 import os
 import re
+import signal
 import socket
 import time
 import uuid
@@ -357,3 +358,21 @@ def test_fastapi_redis_down_fail_closed_is_503_fail_open_passes():
                                            on_failure="fail_open")))
     assert [opened.get("/chat").status_code for _ in range(5)] == [200] * 5
     down.close()
+
+
+def test_limiter_stats_count_refunds_and_pauses(redis):
+    lim = admit.RedisLimiter(redis, "5/hour", name=name())
+    s = lim.stats()
+    assert (s.refunds, s.refunds_lost, s.pauses, s.pauses_lost) == \
+        (0, 0, 0, 0)
+    assert lim.try_acquire("k", 2).remaining == 3
+    lim.refund("k", 2)
+    lim.pause("other", 1.0)
+    s = lim.stats()
+    assert isinstance(s, admit.RedisLimiterStats)
+    assert (s.refunds, s.refunds_lost, s.pauses, s.pauses_lost) == \
+        (1, 0, 1, 0)
+    assert s._fields[-4:] == ("refunds", "refunds_lost", "pauses",
+                              "pauses_lost")
+    assert "refunds_lost" in admit.RedisLimiterStats.__doc__
+

@@ -188,7 +188,12 @@ class Redis:
 
 
 class RedisLimiterStats(NamedTuple):
-    """Counters of one Redis limiter."""
+    """Counters of one Redis limiter.
+
+    ``refunds`` and ``pauses`` count those Redis applied; ``refunds_lost``
+    and ``pauses_lost`` those that failed or never reached Redis (never
+    retried: a refund that timed out may have run).
+    """
 
     degraded: bool
     instances: int
@@ -198,6 +203,10 @@ class RedisLimiterStats(NamedTuple):
     fallback: int
     unavailable: int
     errors: int
+    refunds: int
+    refunds_lost: int
+    pauses: int
+    pauses_lost: int
 
 
 class Reservation(NamedTuple):
@@ -508,12 +517,14 @@ class RedisLimiter:
         return Decision._from_c(d)
 
     def stats(self) -> RedisLimiterStats:
-        """Decisions by Redis and by the failure policy."""
+        """Decisions by Redis and by the failure policy; refunds and
+        pauses applied and lost."""
         s = ffi.new("admit_redis_limiter_stats_t*")
         check(lib.admit_redis_limiter_stats(self._ptr(), s))
         return RedisLimiterStats(bool(s.degraded), s.instances, s.decisions,
                                  s.remote, s.fail_open, s.fallback,
-                                 s.unavailable, s.errors)
+                                 s.unavailable, s.errors, s.refunds,
+                                 s.refunds_lost, s.pauses, s.pauses_lost)
 
     def __repr__(self) -> str:
         extra = ", name=%r" % self._name if self._name else ""
