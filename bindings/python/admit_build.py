@@ -113,6 +113,20 @@ static int admit_py_keyed_hit(admit_keyed_t* k, uint32_t tier,
                               uint64_t cost) {
   return admit_py_fast_keyed_hit(k, tier, key, keylen, cost);
 }
+
+/* Completion callbacks for the asynchronous refunds and pauses: @p ud is an
+ * admit_notify_node_t; they run on the Redis I/O thread and only post the
+ * outcome (and a pause's end, in the node's value) to the loop's queue, so
+ * no Python runs there. Never called from Python. */
+static void admit_py_done_post(void* ud, int status, uint64_t until_ns) {
+  admit_notify_node_t* n = (admit_notify_node_t*)ud;
+  n->value = until_ns;
+  admit_notify_post(n, status);
+}
+
+static void admit_py_guard_done_post(void* ud, int status) {
+  admit_notify_post((admit_notify_node_t*)ud, status);
+}
 """
 
 EXTRA_CDEF = """
@@ -131,6 +145,8 @@ int admit_py_limiter_hit(admit_limiter_t* l, uint64_t cost);
 int admit_py_keyed_hit1(admit_keyed_t* k, const char* key, size_t keylen);
 int admit_py_keyed_hit(admit_keyed_t* k, uint32_t tier, const char* key,
                        size_t keylen, uint64_t cost);
+void admit_py_done_post(void* ud, int status, uint64_t until_ns);
+void admit_py_guard_done_post(void* ud, int status);
 extern "Python" uint64_t admit_py_now_ns(void* ud);
 extern "Python" void admit_py_sleep_ns(void* ud, uint64_t ns);
 """

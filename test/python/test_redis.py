@@ -376,3 +376,102 @@ def test_limiter_stats_count_refunds_and_pauses(redis):
                               "pauses_lost")
     assert "refunds_lost" in admit.RedisLimiterStats.__doc__
 
+
+def _no_executor(loop):
+    def refuse(*a, **kw):
+        raise AssertionError("run_in_executor was used")
+    loop.run_in_executor = refuse
+
+
+async def test_refund_async_uses_no_thread_and_applies(redis):
+    lim = admit.RedisLimiter(redis, "3/hour", name=name())
+    _no_executor(asyncio.get_running_loop())
+    for _ in range(3):
+        assert (await lim.try_acquire_async("k")).allowed
+    await lim.refund_async("k", 2)
+    assert lim.peek("k").remaining == 2
+    s = lim.stats()
+    assert (s.refunds, s.refunds_lost) == (1, 0)
+    with pytest.raises(ValueError):
+        await lim.refund_async("k", 0)
+    with pytest.raises(ValueError):
+        await lim.refund_async("", 1)
+
+
+async def test_cancelled_refund_async_still_completes(redis):
+    lim = admit.RedisLimiter(redis, "3/hour", name=name())
+    for _ in range(3):
+        assert lim.try_acquire("k").allowed
+    t = asyncio.ensure_future(lim.refund_async("k", 3))
+    await asyncio.sleep(0)          # the refund is queued to Redis
+    t.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await t
+    for _ in range(500):
+        if lim.stats().refunds == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert lim.stats().refunds == 1
+    assert lim.peek("k").remaining == 3
+
+
+async def test_cancelled_decision_refund_uses_no_thread(redis):
+    lim = admit.RedisLimiter(redis, "3/hour", name=name())
+    _no_executor(asyncio.get_running_loop())
+    tasks = [asyncio.ensure_future(lim.try_acquire_async("k"))
+             for _ in range(3)]
+    await asyncio.sleep(0)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for _ in range(500):
+        if lim.stats().refunds == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert lim.stats().refunds == 3
+    assert lim.peek("k").remaining == 3
+
+
+def _stopped_redis():
+    pid = os.environ.get("ADMIT_TEST_REDIS_PID")
+    if not pid:
+        pytest.skip("ADMIT_TEST_REDIS_PID is not set")
+    return int(pid)
+
+
+async def test_refunds_to_a_hung_redis_never_block_the_loop(redis_url):
+    """Refunds while Redis is SIGSTOPped: the loop keeps ticking, each
+    refund fails within the command timeout, and each is counted lost."""
+    pid = _stopped_redis()
+    r = admit.Redis(redis_url, prefix="t" + uuid.uuid4().hex[:8],
+                    command_timeout=0.3, breaker_failures=1000)
+    lim = admit.RedisLimiter(r, "50/hour", name=name())
+    assert lim.try_acquire("k", 20).allowed
+    gaps = []
+    stop = False
+
+    async def heartbeat():
+        last = time.monotonic()
+        while not stop:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        hb = asyncio.ensure_future(heartbeat())
+        res = await asyncio.gather(*[lim.refund_async("k", 1)
+                                     for _ in range(20)],
+                                   return_exceptions=True)
+        stop = True
+        await hb
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert len(res) == 20
+    assert all(isinstance(e, admit.BackendUnavailable) for e in res), res
+    s = lim.stats()
+    assert (s.refunds, s.refunds_lost) == (0, 20)
+    assert len(gaps) >= 10
+    assert max(gaps) < 0.25
+    r.close()

@@ -205,17 +205,18 @@ class _RedisBackend:
 
     async def refund(self, c: _Check, key: bytes,
                      cost: int) -> Optional[Decision]:
-        # Two round trips, in one worker thread, off the event loop.
+        # The refund never blocks the loop (it completes on the Redis I/O
+        # thread, even if this request is cancelled); the state is then
+        # read back in a worker thread for the headers.
         lim = self.limiters[c.tier]
+        await lim.refund_async(key, cost)
 
-        def refund_and_peek() -> Optional[Decision]:
-            lim.refund(key, cost)
+        def peek() -> Optional[Decision]:
             try:
                 return lim.peek(key)
             except AdmitError:
                 return None     # refunded, but the state is unknown
-        return await asyncio.get_running_loop().run_in_executor(
-            None, refund_and_peek)
+        return await asyncio.get_running_loop().run_in_executor(None, peek)
 
     def __repr__(self) -> str:
         return "redis"

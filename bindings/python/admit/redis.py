@@ -29,6 +29,7 @@ __all__ = ["Redis", "RedisStats", "RedisLimiter", "RedisLimiterStats",
            "GlobalLimiter", "Reservation", "RedisSemaphore", "Lease"]
 
 _DEC_CB = ffi.addressof(lib, "admit_notify_decision_cb")
+_DONE_CB = ffi.addressof(lib, "admit_py_done_post")
 _ETIMEDOUT = lib.ADMIT_ETIMEDOUT
 
 _POLICIES = {"fail_closed": 0, "fail_open": 1, "fallback": 2}
@@ -363,23 +364,47 @@ class RedisLimiter:
 
     def _refund_lost(self, w: Waiter) -> None:
         """A decision admitted units for a caller that is gone: give them
-        back, off the loop thread."""
+        back without waiting (a refund that fails is counted in the stats,
+        ``refunds_lost``)."""
         if not w.node.decision.allowed or self._p is None:
             return
         k, cost = w.extra
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self.refund(k, cost)
+            try:
+                self.refund(k, cost)
+            except Exception:
+                pass
             return
-        fut = loop.run_in_executor(None, self._refund_quiet, k, cost)
-        fut.add_done_callback(lambda f: f.exception())
-
-    def _refund_quiet(self, k: bytes, cost: int) -> None:
         try:
-            self.refund(k, cost)
+            self._start_done(lib.admit_redis_limiter_refund_cb, k, cost,
+                             loop)
         except Exception:
-            pass
+            pass    # not queued: counted in refunds_lost by the library
+
+    def _start_done(self, fn: Any, k: bytes, arg: int,
+                    loop: asyncio.AbstractEventLoop) -> Waiter:
+        """Starts an asynchronous refund or pause (``fn``) whose outcome
+        comes back through the loop's completion queue; returns its
+        waiter (raises if it could not be queued)."""
+        n = notifier(loop)
+        w = Waiter(n, loop.create_future(), _nothing)
+        rc = fn(self._ptr(), k, len(k), arg, _DONE_CB, w.node)
+        if rc < 0:
+            raise self._fail(rc, k, 1)
+        n.register(w)
+        return w
+
+    async def _await_done(self, w: Waiter) -> int:
+        """Waits for an asynchronous refund or pause; if the caller is
+        cancelled, the operation still completes (it is already queued to
+        Redis and its outcome is still drained)."""
+        self._inflight += 1
+        try:
+            return await asyncio.shield(w.future)
+        finally:
+            self._inflight -= 1
 
     async def wait_and_acquire(self, key: Union[str, bytes], cost: int = 1,
                                *, timeout: float) -> Decision:
@@ -444,9 +469,19 @@ class RedisLimiter:
 
     async def refund_async(self, key: Union[str, bytes],
                            cost: int = 1) -> None:
-        """:meth:`refund` in a worker thread, off the event loop."""
-        await asyncio.get_running_loop().run_in_executor(
-            None, self.refund, key, cost)
+        """Gives back ``cost`` units without blocking the event loop or
+        using a thread: the refund is queued to the connection's I/O
+        thread and its outcome comes back through the loop's completion
+        queue. Cancelling the caller does not cancel the refund. A refund
+        that fails raises (and is counted in the stats, ``refunds_lost``);
+        it is never retried, as it may have run."""
+        k = key_bytes(key)
+        positive_int(cost, "cost")
+        w = self._start_done(lib.admit_redis_limiter_refund_cb, k, cost,
+                             asyncio.get_running_loop())
+        status = await self._await_done(w)
+        if status < 0:
+            raise self._fail(status, key, cost)
 
     def reset(self, key: Union[str, bytes]) -> None:
         """Forgets ``key`` for every instance (blocks)."""
@@ -698,3 +733,7 @@ class RedisSemaphore:
     def __repr__(self) -> str:
         extra = ", name=%r" % self._name if self._name else ""
         return "RedisSemaphore(capacity=%d%s)" % (self._capacity, extra)
+
+
+def _nothing(w: Waiter) -> None:
+    """A refund or pause has nothing to give back when its caller is gone."""
