@@ -5,6 +5,7 @@ Redis) and the httpx wrapper."""
 import asyncio
 import os
 import random
+import signal
 import time
 import uuid
 
@@ -314,3 +315,125 @@ async def test_guarded_httpx_client_turns_429_into_pause():
     assert hits["n"] == 2
     with pytest.raises(TypeError, match="guard"):
         GuardedClient(client, None)
+
+
+def _no_executor(loop):
+    def refuse(*a, **kw):
+        raise AssertionError("run_in_executor was used")
+    loop.run_in_executor = refuse
+
+
+def _redis_pid_or_skip():
+    pid = os.environ.get("ADMIT_TEST_REDIS_PID")
+    if not pid:
+        pytest.skip("ADMIT_TEST_REDIS_PID is not set")
+    return int(pid)
+
+
+async def test_pause_async_without_redis_uses_no_thread():
+    g = admit.Guard("v")
+    _no_executor(asyncio.get_running_loop())
+    await g.pause_async(30)
+    m = g.metrics()
+    assert m.pauses == 1 and 25 < m.paused_for <= 30
+    with pytest.raises(admit.RateLimited):
+        await g.call(ok, queue_timeout=1)
+    with pytest.raises(ValueError):
+        await g.pause_async(0)
+
+
+async def test_pause_async_with_redis_uses_no_thread_and_counts():
+    url = _redis_or_skip()
+    prefix = "g" + uuid.uuid4().hex[:8]
+    r1 = admit.Redis(url, prefix=prefix, command_timeout=2.0)
+    r2 = admit.Redis(url, prefix=prefix, command_timeout=2.0)
+    l1 = admit.RedisLimiter(r1, "1000/second", name="vendor")
+    l2 = admit.RedisLimiter(r2, "1000/second", name="vendor")
+    g1 = admit.Guard("vendor", global_limiter=l1, global_key="openai")
+    _no_executor(asyncio.get_running_loop())
+    await g1.pause_async(5.0)
+    # Paused in Redis by the time pause_async returned.
+    d = l2.peek("openai")
+    assert not d.allowed and 4.0 < d.retry_after <= 5.0
+    s = l1.stats()
+    assert (s.pauses, s.pauses_lost) == (1, 0)
+    # The limiter's own asynchronous pause returns the server's end time.
+    until = await l2.pause_async("other", 3.0)
+    assert abs(until - (time.time() + 3.0)) < 1.0
+    assert l2.stats().pauses == 1
+    assert not l1.peek("other").allowed
+    r1.close()
+    r2.close()
+
+
+async def test_cancelled_pause_async_still_pauses_everyone():
+    url = _redis_or_skip()
+    prefix = "g" + uuid.uuid4().hex[:8]
+    r1 = admit.Redis(url, prefix=prefix, command_timeout=2.0)
+    r2 = admit.Redis(url, prefix=prefix, command_timeout=2.0)
+    l1 = admit.RedisLimiter(r1, "1000/second", name="vendor")
+    l2 = admit.RedisLimiter(r2, "1000/second", name="vendor")
+    g1 = admit.Guard("vendor", global_limiter=l1, global_key="k")
+    t = asyncio.ensure_future(g1.pause_async(5.0))
+    await asyncio.sleep(0)          # the pause is queued to Redis
+    t.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await t
+    for _ in range(500):
+        if l1.stats().pauses == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert l1.stats().pauses == 1
+    assert not l2.peek("k").allowed
+    r1.close()
+    r2.close()
+
+
+async def test_pause_and_vendor_quota_to_a_hung_redis_never_block():
+    """With Redis SIGSTOPped, Guard.pause_async and vendor_quota pause this
+    process at once and never block the loop: a heartbeat keeps ticking,
+    the Redis pauses fail within the command timeout and are counted."""
+    url = _redis_or_skip()
+    pid = _redis_pid_or_skip()
+    r = admit.Redis(url, prefix="g" + uuid.uuid4().hex[:8],
+                    command_timeout=0.3, breaker_failures=1000)
+    lim = admit.RedisLimiter(r, "1000/second", name="vendor")
+    g = admit.Guard("vendor", global_limiter=lim, global_key="k",
+                    quota_low_water=5)
+    assert await g.call(ok, queue_timeout=1) == 1
+    gaps = []
+    stop = False
+
+    async def heartbeat():
+        last = time.monotonic()
+        while not stop:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        hb = asyncio.ensure_future(heartbeat())
+        start = time.monotonic()
+        assert g.vendor_quota(3, 20.0) is True
+        assert time.monotonic() - start < 0.1
+        with pytest.raises(admit.BackendUnavailable):
+            await g.pause_async(30.0)
+        # The local pause holds anyway.
+        with pytest.raises(admit.RateLimited):
+            await g.call(ok, queue_timeout=1, retries=0)
+        for _ in range(200):
+            if lim.stats().pauses_lost == 2:
+                break
+            await asyncio.sleep(0.01)
+        stop = True
+        await hb
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    s = lim.stats()
+    assert (s.pauses, s.pauses_lost) == (0, 2)
+    assert g.metrics().pauses == 2
+    assert len(gaps) >= 10
+    assert max(gaps) < 0.25
+    r.close()

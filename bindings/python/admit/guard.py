@@ -31,6 +31,7 @@ __all__ = ["Guard", "GuardPermit", "GuardMetrics", "VendorLimited"]
 
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 _NOTIFY = ffi.addressof(lib, "admit_guard_notify_post")
+_DONE = ffi.addressof(lib, "admit_py_guard_done_post")
 _READY = lib.ADMIT_GUARD_READY
 _WAIT = lib.ADMIT_GUARD_WAIT
 _PENDING = lib.ADMIT_GUARD_PENDING
@@ -491,10 +492,21 @@ class Guard:
             seconds, "seconds", allow_zero=False)))
 
     async def pause_async(self, seconds: float) -> None:
-        """:meth:`pause` in a worker thread, off the event loop."""
-        seconds_to_ns(seconds, "seconds", allow_zero=False)
-        await asyncio.get_running_loop().run_in_executor(None, self.pause,
-                                                         seconds)
+        """:meth:`pause` without blocking the event loop or using a thread:
+        this process pauses at once, and the Redis stage's pause completes
+        on the connection's I/O thread; returns once it has (so every pod
+        sharing the global limiter is paused by then), or raises its error
+        (e.g. :class:`admit.BackendUnavailable`; the local pause holds
+        anyway, and the limiter counts it in ``pauses_lost``). Cancelling
+        the caller does not cancel the pause."""
+        ns = seconds_to_ns(seconds, "seconds", allow_zero=False)
+        loop = asyncio.get_running_loop()
+        n = notifier(loop)
+        w = Waiter(n, loop.create_future(), _nothing)
+        check(lib.admit_guard_pause_cb(self._p, ns, _DONE, w.node))
+        n.register(w)
+        status = await asyncio.shield(w.future)
+        check(status)
 
     def vendor_quota(self, remaining: int, reset_after: float) -> bool:
         """Feeds the vendor's remaining-quota headers back; pauses (and
@@ -530,3 +542,7 @@ class Guard:
 def _wake(fut: "asyncio.Future[Any]") -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _nothing(w: Waiter) -> None:
+    """A pause has nothing to give back when its caller is gone."""

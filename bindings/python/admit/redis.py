@@ -504,9 +504,19 @@ class RedisLimiter:
 
     async def pause_async(self, key: Union[str, bytes],
                           seconds: float) -> float:
-        """:meth:`pause` in a worker thread, off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(
-            None, self.pause, key, seconds)
+        """:meth:`pause` without blocking the event loop or using a thread
+        (the pause completes on the connection's I/O thread, even if the
+        caller is cancelled); returns the end of the pause as a Unix time
+        (server clock), or raises (the failure is counted in the stats,
+        ``pauses_lost``)."""
+        k = key_bytes(key)
+        ns = seconds_to_ns(seconds, "seconds")
+        w = self._start_done(lib.admit_redis_limiter_pause_cb, k, ns,
+                             asyncio.get_running_loop())
+        status = await self._await_done(w)
+        if status < 0:
+            raise self._fail(status, key, 1)
+        return w.value / NS
 
     def pause_until(self, key: Union[str, bytes], unix_time: float) -> None:
         """Denies ``key`` everywhere until ``unix_time`` (server clock)."""
