@@ -291,10 +291,11 @@ def test_fastapi_on_redis_shares_across_apps(redis_url):
 
 
 def test_fastapi_on_redis_denial_reports_state_after_refund(redis_url):
-    app = FastAPI(dependencies=[Depends(RateLimit(
+    rl = RateLimit(
         {"free": "3/hour"}, routes={"/chat": "10/hour"},
         backend=admit.Redis(redis_url, command_timeout=2.0),
-        namespace=name()))])
+        namespace=name())
+    app = FastAPI(dependencies=[Depends(rl)])
 
     @app.get("/chat")
     async def chat():
@@ -317,6 +318,10 @@ def test_fastapi_on_redis_denial_reports_state_after_refund(redis_url):
     assert (int(m[1]), int(m[3])) == (7, 0)
     assert 1 <= int(m[2]) <= 3600 and 1 <= int(m[4]) <= 3600
     assert r.headers["Retry-After"] == m[4]
+    # One refund, applied by Redis through the asynchronous path.
+    stats = [lim.stats() for lim in rl._backend.limiters.values()]
+    assert sum(s.refunds for s in stats) == 1
+    assert sum(s.refunds_lost for s in stats) == 0
 
 
 async def test_close_refuses_while_decisions_are_in_flight(redis_url):
