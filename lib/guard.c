@@ -1086,6 +1086,13 @@ int admit_guard_call(admit_guard_t* g, uint64_t queue_timeout_ns,
   }
 }
 
+/* For health.c (declared there too): the guard's borrowed semaphore, so
+ * that guards sharing one are counted once. */
+admit_semaphore_t* admit__guard_semaphore(const admit_guard_t* g);
+admit_semaphore_t* admit__guard_semaphore(const admit_guard_t* g) {
+  return g != NULL ? g->sem : NULL;
+}
+
 static void histo_sum(admit_guard_t* g, size_t off, admit_histogram_t* out) {
   memset(out, 0, sizeof(*out));
   for (int k = 0; k < GUARD_SHARDS; k++) {

@@ -12,6 +12,9 @@
 
 #define NAME_MAX_LEN 128
 
+/* Defined in guard.c: the guard's borrowed semaphore (NULL if none). */
+admit_semaphore_t* admit__guard_semaphore(const admit_guard_t* g);
+
 enum { SRC_GUARD, SRC_ADMISSION, SRC_BREAKER, SRC_REDIS };
 
 typedef struct src_s {
@@ -141,8 +144,53 @@ static void degraded(admit_health_snapshot_t* s, int d) {
   if (d > s->redis_degraded) s->redis_degraded = d;
 }
 
-/* Locked: sums every source's figures into @p s. */
-static void gather(admit_health_t* h, admit_health_snapshot_t* s) {
+/* What the verdict needs beyond the snapshot: whether any one component
+ * is saturated, and the most waiting in one component. */
+typedef struct load_s {
+  bool saturated;
+  uint64_t max_waiting;
+} load_t;
+
+/* One component: saturated when at capacity (or without one) with more
+ * than max_waiting waiting. */
+static void component(admit_health_t* h, load_t* l, uint64_t in_flight,
+                      uint64_t waiting, uint64_t capacity) {
+  if (waiting > h->max_waiting && (capacity == 0 || in_flight >= capacity))
+    l->saturated = true;
+  if (waiting > l->max_waiting) l->max_waiting = waiting;
+}
+
+/* Locked: a guard's component. Guards sharing a semaphore are one
+ * component (decided at the first of them): their waiting summed, the
+ * semaphore's use and capacity once. */
+static void guard_component(admit_health_t* h, load_t* l, size_t i,
+                            const admit_guard_metrics_t* m,
+                            admit_health_snapshot_t* s) {
+  admit_semaphore_t* sem = admit__guard_semaphore(h->src[i].p);
+  if (sem == NULL) {
+    s->capacity += m->capacity;
+    component(h, l, m->in_flight, m->waiting, m->capacity);
+    return;
+  }
+  for (size_t j = 0; j < i; j++)
+    if (h->src[j].kind == SRC_GUARD &&
+        admit__guard_semaphore(h->src[j].p) == sem)
+      return; /* counted with an earlier guard */
+  uint64_t waiting = m->waiting;
+  for (size_t j = i + 1; j < h->n; j++) {
+    admit_guard_metrics_t o;
+    if (h->src[j].kind == SRC_GUARD &&
+        admit__guard_semaphore(h->src[j].p) == sem &&
+        admit_guard_metrics(h->src[j].p, &o) == 0)
+      waiting += o.waiting;
+  }
+  s->capacity += m->capacity;
+  component(h, l, m->capacity_in_use, waiting, m->capacity);
+}
+
+/* Locked: sums every source's figures into @p s and decides the load of
+ * each component into @p l. */
+static void gather(admit_health_t* h, admit_health_snapshot_t* s, load_t* l) {
   s->redis_degraded = -1;
   for (size_t i = 0; i < h->n; i++) {
     src_t* src = &h->src[i];
@@ -152,7 +200,7 @@ static void gather(admit_health_t* h, admit_health_snapshot_t* s) {
         if (admit_guard_metrics(src->p, &m) != 0) break;
         s->in_flight += m.in_flight;
         s->waiting += m.waiting;
-        s->capacity += m.capacity;
+        guard_component(h, l, i, &m, s);
         s->recent_calls += m.recent_calls;
         s->recent_errors += m.recent_errors;
         count_breaker(s, m.breaker_state);
@@ -165,6 +213,7 @@ static void gather(admit_health_t* h, admit_health_snapshot_t* s) {
         s->in_flight += st.in_flight;
         s->waiting += st.waiting;
         s->capacity += st.limit;
+        component(h, l, st.in_flight, st.waiting, st.limit);
         s->recent_calls += st.recent_calls;
         s->recent_errors += st.recent_errors;
         break;
@@ -192,15 +241,16 @@ int admit_health_check(admit_health_t* h, admit_health_snapshot_t* out) {
   admit_health_snapshot_t s;
   memset(&s, 0, sizeof(s));
   pthread_mutex_lock(&h->mu);
-  gather(h, &s);
+  load_t load = {false, 0};
+  gather(h, &s, &load);
   uint64_t now = admit__clock_now(&h->clock);
   bool rate_counts = s.recent_calls >= h->min_calls;
   bool breaker_bad = h->fail_on_open_breaker && s.breakers_open > 0;
   bool degraded_bad = h->fail_on_degraded && s.redis_degraded == 1;
   int fail = ADMIT_HEALTH_OK;
-  /* The seed's test: the semaphore is locked and the queue is long. */
-  if (s.waiting > h->max_waiting &&
-      (s.capacity == 0 || s.in_flight >= s.capacity))
+  /* The seed's test, per component: its semaphore (or limit) is all in
+   * use and its queue is long. */
+  if (load.saturated)
     fail = ADMIT_HEALTH_SATURATED;
   else if (rate_counts && s.error_rate > h->max_error_rate)
     fail = ADMIT_HEALTH_ERRORS;
@@ -216,7 +266,7 @@ int admit_health_check(admit_health_t* h, admit_health_snapshot_t* out) {
       h->transitions++;
     }
   } else {
-    bool recovered = s.waiting <= h->ready_waiting &&
+    bool recovered = load.max_waiting <= h->ready_waiting &&
                      (!rate_counts || s.error_rate <= h->ready_error_rate) &&
                      !breaker_bad && !degraded_bad;
     if (recovered && now - h->since >= h->hold) {

@@ -140,6 +140,73 @@ static void test_saturation_hysteresis(void** state) {
   admit_admission_free(a);
 }
 
+/* Saturation is per component: an admission controller full with a long
+ * backlog makes the pod not ready even beside an idle guard whose spare
+ * capacity would hide it in the sums; a semaphore shared by two guards is
+ * counted once. */
+static void test_saturation_per_component(void** state) {
+  (void)state;
+  clk = fake_clock(&fc, 1000 * SEC);
+  admit_admission_options_t ao = {0};
+  ao.max_in_flight = 2;
+  ao.no_shedding = 1;
+  ao.clock = &clk;
+  admit_admission_t* a = NULL;
+  assert_int_equal(admit_admission_new(&a, &ao), 0);
+  admit_semaphore_options_t so = {0};
+  so.capacity = 10;
+  admit_semaphore_t* sem = NULL;
+  assert_int_equal(admit_semaphore_new(&sem, &so), 0);
+  admit_guard_options_t go = {0};
+  go.name = "idle";
+  go.semaphore = sem;
+  go.clock = &clk;
+  admit_guard_t* g1 = NULL;
+  admit_guard_t* g2 = NULL;
+  assert_int_equal(admit_guard_new(&g1, &go), 0);
+  go.name = "idle2";
+  assert_int_equal(admit_guard_new(&g2, &go), 0);
+  admit_health_options_t ho = {0};
+  ho.max_waiting = 3;
+  ho.ready_waiting = 1;
+  ho.hold_ns = 1;
+  ho.clock = &clk;
+  admit_health_t* h = NULL;
+  assert_int_equal(admit_health_new(&h, &ho), 0);
+  assert_int_equal(admit_health_add_guard(h, g1), 0);
+  assert_int_equal(admit_health_add_admission(h, a, "asgi"), 0);
+  assert_int_equal(admit_health_add_guard(h, g2), 0);
+  admit_admission_permit_t p[6];
+  for (int i = 0; i < 6; i++)
+    assert_int_equal(admit_admission_enter_async(a, 1, &p[i], nop_cb, NULL),
+                     i < 2 ? 1 : 0);
+  /* One guard call running: the guard is far from full. */
+  admit_guard_permit_t gp;
+  assert_int_equal(admit_guard_enter(g1, &gp, SEC), 0);
+  admit_health_snapshot_t s;
+  assert_int_equal(admit_health_check(h, &s), 0);
+  assert_int_equal(s.reason, ADMIT_HEALTH_SATURATED);
+  /* The sums, for display: the shared semaphore's 10 once. */
+  assert_int_equal(s.in_flight, 3);
+  assert_int_equal(s.waiting, 4);
+  assert_int_equal(s.capacity, 12);
+  /* The backlog drains to 1: ready again. */
+  for (int i = 0; i < 3; i++)
+    admit_admission_leave(a, &p[i], ADMIT_OUTCOME_SUCCESS);
+  fake_advance(&fc, 1);
+  assert_int_equal(admit_health_check(h, &s), 1);
+  assert_int_equal(s.waiting, 1);
+  assert_int_equal(s.in_flight, 3);
+  for (int i = 3; i < 6; i++)
+    admit_admission_leave(a, &p[i], ADMIT_OUTCOME_SUCCESS);
+  assert_int_equal(admit_guard_leave(&gp, ADMIT_OUTCOME_SUCCESS), 0);
+  admit_health_free(h);
+  admit_guard_free(g1);
+  admit_guard_free(g2);
+  admit_semaphore_free(sem);
+  admit_admission_free(a);
+}
+
 static void run_calls(admit_guard_t* g, int n, int outcome) {
   for (int i = 0; i < n; i++) {
     admit_guard_permit_t p;
@@ -512,6 +579,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_args),
       cmocka_unit_test(test_saturation_hysteresis),
+      cmocka_unit_test(test_saturation_per_component),
       cmocka_unit_test(test_error_rate),
       cmocka_unit_test(test_breakers),
       cmocka_unit_test(test_redis_degraded),

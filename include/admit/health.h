@@ -43,10 +43,11 @@ ADMIT_EXTERN const char* admit_health_reason_name(int reason);
  * recovery level and at least @c hold_ns have passed.
  */
 typedef struct admit_health_options_s {
-  uint64_t max_waiting;     /**< Saturated above this many waiting (with
-                                 every capacity in use); 0 = 80. */
-  uint64_t ready_waiting;   /**< Ready again at or below; 0 = half of
-                                 max_waiting. */
+  uint64_t max_waiting;     /**< A component is saturated above this
+                                 many waiting while at capacity (see
+                                 admit_health_check()); 0 = 80. */
+  uint64_t ready_waiting;   /**< Ready again when no component has more
+                                 waiting; 0 = half of max_waiting. */
   double max_error_rate;    /**< Not ready above this error rate; 0 = 0.5. */
   double ready_error_rate;  /**< Ready again at or below; 0 = half of
                                  max_error_rate. */
@@ -73,10 +74,14 @@ typedef struct admit_health_s admit_health_t;
 typedef struct admit_health_snapshot_s {
   int ready;                   /**< 1 ready, 0 not. */
   admit_health_reason_t reason; /**< Why (ADMIT_HEALTH_OK when ready). */
-  uint64_t in_flight;          /**< Calls and requests running. */
-  uint64_t waiting;            /**< Calls and requests waiting. */
-  uint64_t capacity;           /**< Semaphore capacities and admission
-                                    limits, summed (0 if none). */
+  uint64_t in_flight;          /**< Calls and requests running, summed
+                                    (for display). */
+  uint64_t waiting;            /**< Calls and requests waiting, summed
+                                    (for display). */
+  uint64_t capacity;           /**< Semaphore capacities (a semaphore
+                                    shared by guards once) and admission
+                                    limits, summed (0 if none; for
+                                    display). */
   uint64_t recent_calls;       /**< Calls and requests ended in the
                                     sources' windows. */
   uint64_t recent_errors;      /**< Of those, failures and timeouts. */
@@ -135,6 +140,17 @@ ADMIT_EXTERN int admit_health_add_redis(admit_health_t* h, admit_redis_t* r);
 /**
  * Answers `/ready`: gathers the figures, applies the limits with
  * hysteresis, and fills @p out (may be NULL).
+ *
+ * Saturation is decided per component, not on the sums: each admission
+ * controller is one component (its in flight against its limit, its
+ * backlog), and so is each guard, except that guards sharing a semaphore
+ * are one component (the semaphore's slots in use against its capacity,
+ * the guards' waiting summed). A component is saturated when it is at
+ * capacity (or has none) and more than `max_waiting` are waiting in it;
+ * one saturated component makes the pod not ready ("overloaded"), and it
+ * is ready again only once no component has more than `ready_waiting`
+ * waiting. The snapshot's in_flight, waiting and capacity are the sums,
+ * for display.
  *
  * Returns 1 if ready, 0 if not, or ADMIT_EINVAL. Each call moves the
  * verdict's state, so call it from the readiness probe (it is cheap).
