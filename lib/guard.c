@@ -679,6 +679,40 @@ static int global_decided(admit_guard_permit_t* p, uint64_t now, int status,
   return ADMIT_GUARD_WAIT;
 }
 
+/* Re-checks the vendor pause after a wait (a 429 may have come meanwhile).
+ * Returns -1 to go on; else a step result: refused at once when the pause
+ * outlasts the queue time left (everything held given back), or a WAIT
+ * until it ends (the current stage then goes on). */
+static int pause_recheck(admit_guard_permit_t* p, uint64_t now,
+                         uint64_t* wait_ns) {
+  uint64_t until =
+      atomic_load_explicit(&p->guard_->pause_until, memory_order_acquire);
+  if (until <= now) return -1;
+  uint64_t w = until - now;
+  if (w > admit__sat_sub(p->queue_deadline_ns, now)) {
+    p->stage = ADMIT_GUARD_STAGE_PAUSE;
+    return refuse(p, ADMIT_ETIMEDOUT, C_REJ_PAUSE, w);
+  }
+  p->not_before_ns_ = until;
+  *wait_ns = w;
+  return ADMIT_GUARD_WAIT;
+}
+
+/* Holding a semaphore slot: admits, unless a pause began while waiting for
+ * it; then the slot goes back and the attempt waits the pause out (or is
+ * refused) before asking the semaphore again. */
+static int sem_admit(admit_guard_permit_t* p, uint64_t now,
+                     uint64_t* wait_ns) {
+  uint64_t until =
+      atomic_load_explicit(&p->guard_->pause_until, memory_order_acquire);
+  if (until <= now) return admitted(p, now);
+  if (until - now <= admit__sat_sub(p->queue_deadline_ns, now)) {
+    p->held_ &= ~H_SEM;
+    admit_semaphore_release(p->guard_->sem);
+  }
+  return pause_recheck(p, now, wait_ns);
+}
+
 static int step_at(admit_guard_permit_t* p, uint64_t now, int blocking,
                    uint64_t* wait_ns) {
   admit_guard_t* g = p->guard_;
@@ -745,6 +779,11 @@ static int step_at(admit_guard_permit_t* p, uint64_t now, int blocking,
         break;
 
       case ADMIT_GUARD_STAGE_GLOBAL: {
+        if (!(p->held_ & H_OP)) {
+          /* After the local wait (or the global one): paused meanwhile? */
+          int r = pause_recheck(p, now, wait_ns);
+          if (r != -1) return r;
+        }
         if (!g->has_global) {
           p->stage = ADMIT_GUARD_STAGE_SEMAPHORE;
           break;
@@ -808,6 +847,11 @@ static int step_at(admit_guard_permit_t* p, uint64_t now, int blocking,
       }
 
       case ADMIT_GUARD_STAGE_SEMAPHORE: {
+        if (!(p->held_ & H_SEMQ)) {
+          /* After the global stage's wait for its reply: paused? */
+          int r = pause_recheck(p, now, wait_ns);
+          if (r != -1) return r;
+        }
         if (g->sem == NULL) return admitted(p, now);
         if (p->held_ & H_SEMQ) {
           uint32_t f = load_u32(&p->flags_);
@@ -822,7 +866,7 @@ static int step_at(admit_guard_permit_t* p, uint64_t now, int blocking,
             return refuse(p, ADMIT_ETIMEDOUT, C_QUEUE_TIMEOUT, 0);
           }
           p->held_ |= H_SEM;
-          return admitted(p, now);
+          return sem_admit(p, now, wait_ns);
         }
         int rc = admit_semaphore_try(g->sem);
         if (rc == 1) {
@@ -836,7 +880,7 @@ static int step_at(admit_guard_permit_t* p, uint64_t now, int blocking,
               p->queue_deadline_ns == UINT64_MAX ? ADMIT_FOREVER : rem);
           if (rc == 0) {
             p->held_ |= H_SEM;
-            return admitted(p, now_of(g));
+            return sem_admit(p, now_of(g), wait_ns);
           }
           if (rc == ADMIT_EFULL) return refuse(p, rc, C_REJ_SEM, 0);
           if (rc == ADMIT_ETIMEDOUT)

@@ -1005,6 +1005,121 @@ static void test_call_with_retries(void** state) {
   fx_free();
 }
 
+/* A vendor pause that begins while an attempt waits in a later stage stops
+ * it there: the hook pauses the guard from inside the blocking wait's
+ * sleep, as a 429 on another thread would. */
+static uint64_t hook_pause_ns;
+static void hook_sleep(void* ud, uint64_t ns) {
+  fake_sleep(ud, ns);
+  if (hook_pause_ns != 0) {
+    uint64_t pause = hook_pause_ns;
+    hook_pause_ns = 0;
+    assert_int_equal(admit_guard_pause(fx.g, pause), 0);
+  }
+}
+
+static void test_pause_after_local_wait(void** state) {
+  (void)state;
+  uint64_t times[8] = {0};
+  setup_t s = {.local = "1/s", .global = 1};
+  fx_make(&s);
+  admit_guard_free(fx.g);
+  fx.clk.sleep_ns = hook_sleep;
+  s.o.clock = &fx.clk;
+  assert_int_equal(admit_guard_new(&fx.g, &s.o), 0);
+  fx.fg.call_times = times;
+  admit_guard_permit_t p;
+  assert_int_equal(admit_guard_enter(fx.g, &p, SEC), 0); /* the token */
+  assert_int_equal(admit_guard_leave(&p, ADMIT_OUTCOME_SUCCESS), 0);
+  /* A 500 ms pause begins during the 1 s local wait: it fits the 2 s, so
+   * the attempt waits it out before asking the global limiter. */
+  hook_pause_ns = 500 * MS;
+  assert_int_equal(admit_guard_enter(fx.g, &p, 2 * SEC), 0);
+  assert_int_equal(fx.fg.calls, 2);
+  assert_int_equal(times[1], 1001 * SEC + 500 * MS);
+  assert_int_equal(slept(), 1500 * MS);
+  assert_int_equal(admit_guard_leave(&p, ADMIT_OUTCOME_SUCCESS), 0);
+  /* A 5 s pause with 0.5 s of queue time left: refused at once at the
+   * pause, the local reservation given back, the global never asked. */
+  hook_pause_ns = 5 * SEC;
+  assert_int_equal(admit_guard_enter(fx.g, &p, 1500 * MS), ADMIT_ETIMEDOUT);
+  assert_int_equal(p.stage, ADMIT_GUARD_STAGE_PAUSE);
+  assert_int_equal(p.retry_after_ns, 5 * SEC);
+  assert_int_equal(fx.fg.calls, 2);
+  assert_int_equal(slept(), 2000 * MS); /* 1.5 s, then 0.5 s local */
+  assert_true(local_free_now());
+  admit_guard_metrics_t m = metrics();
+  assert_int_equal(m.rejected_pause, 1);
+  assert_int_equal(m.waiting, 0);
+  assert_int_equal(m.in_flight, 0);
+  fx_free();
+}
+
+/* The same in the step API, after the local wait and after the semaphore
+ * wait (the granted slot goes back while the pause is waited out). */
+static void test_pause_after_wait_step(void** state) {
+  (void)state;
+  setup_t s = {.local = "1/s", .sem_cap = 1, .sem_waiters = 4, .global = 1};
+  fx_make(&s);
+  admit_decision_t d;
+  admit_limiter_try(fx.local, 1, &d);
+  admit_guard_permit_t p;
+  uint64_t w = 0;
+  assert_int_equal(admit_guard_start(fx.g, &p, 2 * SEC, NULL, NULL), 0);
+  assert_int_equal(admit_guard_step(&p, &w), ADMIT_GUARD_WAIT);
+  assert_int_equal(w, 1 * SEC);
+  assert_int_equal(admit_guard_pause(fx.g, 3 * SEC), 0);
+  fake_advance(&fx.fc, 1 * SEC);
+  assert_int_equal(admit_guard_step(&p, &w), ADMIT_ETIMEDOUT);
+  assert_int_equal(p.stage, ADMIT_GUARD_STAGE_PAUSE);
+  assert_int_equal(fx.fg.calls, 0);
+  assert_true(local_free_now());
+  fx_free();
+
+  fx_make(&s);
+  admit_limiter_try(fx.local, 1, &d);
+  assert_int_equal(admit_semaphore_try(fx.sem), 1);
+  assert_int_equal(admit_guard_start(fx.g, &p, 5 * SEC, notify_count, &fx), 0);
+  assert_int_equal(admit_guard_step(&p, &w), ADMIT_GUARD_WAIT);
+  assert_int_equal(admit_guard_pause(fx.g, 1500 * MS), 0);
+  fake_advance(&fx.fc, 1 * SEC);
+  /* Paused during the local wait: wait it out, global not asked yet. */
+  assert_int_equal(admit_guard_step(&p, &w), ADMIT_GUARD_WAIT);
+  assert_int_equal(w, 500 * MS);
+  assert_int_equal(fx.fg.calls, 0);
+  fake_advance(&fx.fc, 500 * MS);
+  assert_int_equal(admit_guard_step(&p, &w), ADMIT_GUARD_PENDING);
+  assert_int_equal(fx.fg.calls, 1);
+  assert_int_equal(sem_stats().waiting, 1);
+  /* Paused while queued for the semaphore: the granted slot goes back. */
+  assert_int_equal(admit_guard_pause(fx.g, 1 * SEC), 0);
+  assert_int_equal(admit_semaphore_release(fx.sem), 0);
+  assert_int_equal(fx.notified, 1);
+  assert_int_equal(admit_guard_step(&p, &w), ADMIT_GUARD_WAIT);
+  assert_int_equal(w, 1 * SEC);
+  assert_int_equal(sem_stats().in_use, 0);
+  fake_advance(&fx.fc, 1 * SEC);
+  assert_int_equal(admit_guard_step(&p, &w), ADMIT_GUARD_READY);
+  assert_int_equal(sem_stats().in_use, 1);
+  assert_int_equal(fx.fg.calls, 1);
+  assert_int_equal(admit_guard_leave(&p, ADMIT_OUTCOME_SUCCESS), 0);
+  assert_int_equal(sem_stats().in_use, 0);
+  /* A pause beyond the queue time after the semaphore wait: refused, the
+   * slot and the global unit given back. */
+  assert_int_equal(admit_semaphore_try(fx.sem), 1);
+  assert_int_equal(admit_guard_start(fx.g, &p, 5 * SEC, notify_count, &fx), 0);
+  fake_advance(&fx.fc, 1 * SEC);
+  assert_int_equal(admit_guard_step(&p, &w), ADMIT_GUARD_PENDING);
+  assert_int_equal(admit_guard_pause(fx.g, 60 * SEC), 0);
+  assert_int_equal(admit_semaphore_release(fx.sem), 0);
+  assert_int_equal(admit_guard_step(&p, &w), ADMIT_ETIMEDOUT);
+  assert_int_equal(p.stage, ADMIT_GUARD_STAGE_PAUSE);
+  assert_int_equal(sem_stats().in_use, 0);
+  assert_int_equal(fx.fg.refunded, 1);
+  assert_int_equal(sleeps(), 0);
+  fx_free();
+}
+
 /* admit_guard_call: the queue timeout is one budget across attempts. The
  * local limiter (1/s, burst 1) lets the first attempt through at once, the
  * second waits 0.99 s of the 1.5 s (each call takes 10 ms), and the third,
@@ -1078,6 +1193,8 @@ int main(void) {
       cmocka_unit_test(test_breaker_in_guard),
       cmocka_unit_test(test_vendor_pause),
       cmocka_unit_test(test_vendor_pause_cb),
+      cmocka_unit_test(test_pause_after_local_wait),
+      cmocka_unit_test(test_pause_after_wait_step),
       cmocka_unit_test(test_retry_budget),
       cmocka_unit_test(test_max_attempts),
       cmocka_unit_test(test_backoff_bounds),

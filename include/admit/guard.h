@@ -360,8 +360,13 @@ ADMIT_EXTERN int admit_guard_retry(admit_guard_permit_t* p,
  * Retry-After.
  *
  * New attempts wait out the pause (or fail at once if it outlasts their
- * queue time), and the global stage's pause is called so that every
- * process sharing it pauses too. A shorter pause never shortens a longer
+ * queue time), and so do attempts already past the pause stage: after any
+ * wait (the local or global limiter's, the semaphore's) an attempt checks
+ * the pause again before going on, and waits it out within its queue time
+ * (a semaphore slot just granted goes back meanwhile) or, if it does not
+ * fit, gives back what it reserved and fails at once (ADMIT_ETIMEDOUT,
+ * stage ADMIT_GUARD_STAGE_PAUSE). The global stage's pause is called so
+ * that every process sharing it pauses too. A shorter pause never shortens a longer
  * one. Returns 0, or the global stage's error (the local pause holds
  * anyway), or ADMIT_EINVAL. With a Redis stage it waits for Redis (one
  * round trip, at most the command timeout): from an event loop, use
