@@ -253,7 +253,11 @@ static void test_redis_units_given_back(void** state) {
    * their way. */
   uint64_t w;
   admit_guard_start(s.g, &p, 5 * SEC, NULL, NULL);
-  assert_int_equal(admit_guard_step(&p, &w), ADMIT_GUARD_PENDING);
+  /* Usually Redis has not answered yet (PENDING); on a slow run (TSan) the
+   * reply may already have landed (READY). Either way the cancel must give
+   * the unit back. */
+  int rc = admit_guard_step(&p, &w);
+  assert_true(rc == ADMIT_GUARD_PENDING || rc == ADMIT_GUARD_READY);
   assert_int_equal(admit_guard_cancel(&p), 0);
   admit_guard_free(s.g);
   s.g = NULL;
