@@ -144,7 +144,7 @@ check-tsan:
 	  $(TEST_SRCS:test/%.c=build/tsan/test/%)
 
 check-valgrind: tests
-	ADMIT_TEST_SCALE=short ADMIT_TEST_WRAP="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect" \
+	ADMIT_TEST_SCALE=short ADMIT_TEST_WRAP="valgrind -q --fair-sched=yes --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect" \
 	  ./test/run-tests.sh $(O) $(TEST_BINS)
 
 check-abi: lib
