@@ -435,7 +435,9 @@ static void test_script_flush(void** state) {
   }
   admit_redis_stats_t st;
   assert_int_equal(admit_redis_stats(r, &st), 0);
-  assert_int_equal(st.script_loads, 3);
+  /* One load per flush; on a slow run (valgrind) the first heartbeat may
+   * land after a flush and load the scripts once more. */
+  assert_true(st.script_loads >= 3 && st.script_loads <= 4);
   assert_int_equal(st.failures, 0);
   redisFree(c);
   admit_redis_limiter_free(l);
