@@ -14,7 +14,8 @@ CHECK_STEPS += check-python
 
 python: $(PY_EXT)
 
-$(PY_EXT): $(O)/libadmit.a $(O)/libadmit.so $(HEADERS) $(PY_DIR)/admit_build.py
+$(PY_EXT): $(O)/libadmit.a $(O)/libadmit.so $(HEADERS) $(PY_DIR)/admit_build.py \
+  $(PY_DIR)/fastpath.c
 	cd $(PY_DIR) && ADMIT_LIB_DIR=$(abspath $(O)) \
 	  ADMIT_INCLUDE_DIR=$(abspath include) $(PYTHON) admit_build.py
 

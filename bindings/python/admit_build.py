@@ -147,6 +147,7 @@ int admit_py_keyed_hit(admit_keyed_t* k, uint32_t tier, const char* key,
                        size_t keylen, uint64_t cost);
 void admit_py_done_post(void* ud, int status, uint64_t until_ns);
 void admit_py_guard_done_post(void* ud, int status);
+int admit_py_fast_native_init(void);
 extern "Python" uint64_t admit_py_now_ns(void* ud);
 extern "Python" void admit_py_sleep_ns(void* ud, uint64_t ns);
 """
@@ -297,9 +298,16 @@ def make_builder():
         f.write(cdef)
     ffi = FFI()
     ffi.cdef(cdef + EXTRA_CDEF)
-    ffi.set_source("admit._admit", '#include "admit.h"\n' + EXTRA_C,
+    with open(os.path.join(HERE, "fastpath.c")) as f:
+        native = f.read()
+    # fastpath.c needs the full C API (vectorcall, a str's UTF-8 in place),
+    # so the extension is not built for the limited API (abi3).
+    ffi.set_source("admit._admit",
+                   '#include "admit.h"\n' + EXTRA_C + native,
                    include_dirs=[inc],
-                   extra_compile_args=["-std=c11", "-O2"],
+                   extra_compile_args=["-std=c11", "-O2",
+                                       "-D_CFFI_NO_LIMITED_API"],
+                   py_limited_api=False,
                    **kwargs)
     return ffi
 

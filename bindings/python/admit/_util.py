@@ -1,6 +1,7 @@
 """Argument checks and conversions shared by the admit modules (private)."""
 
 import math
+import sys
 from typing import Any, Optional, Union
 
 from ._admit import ffi, lib
@@ -115,3 +116,23 @@ def cstr(p: Any) -> Optional[str]:
 __all__ = ["check", "seconds_to_ns", "timeout_ns", "positive_int",
            "nonneg_int", "key_bytes", "text", "fmt_seconds", "cstr", "NS",
            "U64_MAX", "FOREVER", "lib", "ffi"]
+
+
+# Native callables for the hottest calls (fastpath.c), or None if they could
+# not be registered (the Python closures are used then).
+_native = sys.modules.get("admit._native") \
+    if lib.admit_py_fast_native_init() == 0 else None
+NATIVE_KEYED = 0
+NATIVE_LIMITER = 1
+
+
+def native_hit(kind: int, p: Any, fallback: Any, fail: Any) -> Any:
+    """Returns a native ``hit`` over the C object ``p`` (an ffi.gc pointer,
+    kept alive by the callable) for a limiter on the real clock, handing
+    every call it does not handle to ``fallback`` and libadmit's errors to
+    ``fail(argument, code)``, which raises; or ``fallback`` itself when the
+    native module is unavailable."""
+    if _native is None:
+        return fallback
+    return _native.hit(kind, int(ffi.cast("uintptr_t", p)), p, fallback,
+                       fail)

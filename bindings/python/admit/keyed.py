@@ -14,7 +14,8 @@ from typing import Any, Awaitable, Callable, Dict, List, Mapping, \
     NamedTuple, Optional, TypeVar, Union
 
 from ._admit import ffi, lib
-from ._util import NS, U64_MAX, check, key_bytes, positive_int, timeout_ns
+from ._util import NATIVE_KEYED, NS, U64_MAX, check, key_bytes, \
+    native_hit, positive_int, timeout_ns
 from .errors import RateLimited, error_for
 from .limiter import _DECISION_T, Decision, _CDecision
 from .rates import Algorithm, ManualClock, Quota, RateSpec, clock_ptr, \
@@ -95,6 +96,11 @@ def _fast_paths(lim: "KeyedLimiter") -> None:
 
     hit.__doc__ = KeyedLimiter.hit.__doc__
     try_acquire.__doc__ = KeyedLimiter.try_acquire.__doc__
+    if lim._clock is None:
+        def fail(key: Any, rc: int) -> None:
+            ref()._fail(key, 1, 0, rc)
+
+        hit = native_hit(NATIVE_KEYED, p, hit, fail)
     lim.hit = hit  # type: ignore[method-assign]
     lim.try_acquire = try_acquire  # type: ignore[method-assign]
 

@@ -13,7 +13,8 @@ import weakref
 from typing import Any, Awaitable, Callable, Optional, TypeVar, Union
 
 from ._admit import ffi, lib
-from ._util import NS, U64_MAX, check, positive_int, timeout_ns
+from ._util import NATIVE_LIMITER, NS, U64_MAX, check, native_hit, \
+    positive_int, timeout_ns
 from .errors import RateLimited, error_for
 from .rates import Algorithm, ManualClock, Quota, RateSpec, clock_ptr, \
     quota_of
@@ -189,6 +190,11 @@ def _fast_paths(lim: "Limiter") -> None:
 
     hit.__doc__ = Limiter.hit.__doc__
     try_acquire.__doc__ = Limiter.try_acquire.__doc__
+    if lim._clock is None:
+        def fail(cost: int, rc: int) -> None:
+            ref()._bad_cost(cost, rc)
+
+        hit = native_hit(NATIVE_LIMITER, p, hit, fail)
     lim.hit = hit  # type: ignore[method-assign]
     lim.try_acquire = try_acquire  # type: ignore[method-assign]
 
