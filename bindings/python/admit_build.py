@@ -15,6 +15,9 @@ Where libadmit comes from, in order:
   but hiredis and libuv;
 * otherwise an installed libadmit (``pkg-config admit``).
 
+``fastpath.c`` is compiled into the same extension: native callables for
+the hottest in-process calls (``KeyedLimiter.hit``, ``Limiter.hit``).
+
 Run directly (``python3 admit_build.py``) to build in place; setup.py uses
 the ``ffibuilder`` object.
 """
