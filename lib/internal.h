@@ -52,6 +52,21 @@ static inline uint64_t admit__deadline(uint64_t now, uint64_t timeout_ns) {
                                      : admit__sat_add(now, timeout_ns);
 }
 
+/* Writes @p v in decimal at @p out (at least 21 bytes), NUL-terminated;
+ * returns the number of digits. snprintf's format parsing cost more than
+ * the rest of building a Redis command on the per-call paths. */
+static inline int admit__u64_dec(char* out, uint64_t v) {
+  char tmp[20];
+  int n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  for (int i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+  out[n] = '\0';
+  return n;
+}
+
 /* A cheap per-thread pseudo-random number (xorshift), for jitter only. */
 uint64_t admit__random(void);
 

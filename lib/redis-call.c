@@ -196,7 +196,7 @@ int admit__rcall_run(admit__rcall_t* c, uint64_t timeout_ns) {
                                   c->probe);
     status = parse_reply(c, status, direct);
     if (direct != NULL) freeReplyObject(direct);
-  } else if ((status = admit__redis_submit(c->r, &c->req)) == 0) {
+  } else if ((status = admit__redis_submit(c->r, &c->req, 0)) == 0) {
     uint64_t until = c->req.deadline_ns + GRACE_NS;
     struct timespec ts = {(time_t)(until / 1000000000u),
                           (long)(until % 1000000000u)};
@@ -241,7 +241,7 @@ int admit__rcall_start(admit__rcall_t* c, int mode, admit_redis_loop_t* loop,
     admit__redis_count_failure(c->r);
   }
   if (mode == ADMIT__RCALL_UV) loop->pending++;
-  int rc = admit__redis_submit(c->r, &c->req);
+  int rc = admit__redis_submit(c->r, &c->req, 1);
   if (rc < 0) {
     if (mode == ADMIT__RCALL_UV) loop->pending--;
     if (c->probe) admit__redis_breaker_record(c->r, 0, 1);

@@ -83,6 +83,8 @@ struct admit_redis_s {
   pthread_mutex_t qlock;
   admit__rreq_t* qhead;
   admit__rreq_t* qtail;
+  int qwoken; /* a wake-up is on its way for what is queued */
+  int holds;  /* admit_redis_hold() minus admit_redis_release() */
   _Atomic int stopping;
   _Atomic uint32_t outstanding; /* submitted, not yet completed */
 
@@ -140,7 +142,10 @@ static void beat_send(admit_redis_t* r);
 
 /* Appends the RESP bulk string header "$<len>\r\n" and the bytes. */
 static char* resp_bulk(char* p, const char* s, size_t len) {
-  p += sprintf(p, "$%zu\r\n", len);
+  *p++ = '$';
+  p += admit__u64_dec(p, len);
+  *p++ = '\r';
+  *p++ = '\n';
   memcpy(p, s, len);
   p += len;
   *p++ = '\r';
@@ -157,7 +162,10 @@ admit__rreq_t* admit__rreq_new(size_t size, int argc, const char* const* argv,
   if (q == NULL) return NULL;
   char* p = (char*)q + head;
   q->cmd = p;
-  p += sprintf(p, "*%d\r\n", argc);
+  *p++ = '*';
+  p += admit__u64_dec(p, (uint64_t)argc);
+  *p++ = '\r';
+  *p++ = '\n';
   for (int i = 0; i < argc; i++) p = resp_bulk(p, argv[i], lens[i]);
   q->len = (size_t)(p - q->cmd);
   q->script = -1;
@@ -184,8 +192,64 @@ static void complete(admit_redis_t* r, admit__rreq_t* q, int status,
   if (q->completed) return;
   q->completed = 1;
   atomic_fetch_sub_explicit(&r->outstanding, 1, memory_order_relaxed);
-  if (status == ADMIT_EUNAVAILABLE) COUNT(r, n_failures);
+  /* A merged request's failure is counted once per member it carries. */
+  if (status == ADMIT_EUNAVAILABLE && !q->carrier) COUNT(r, n_failures);
   q->done(q, status, reply);
+}
+
+/* --- merged requests -------------------------------------------------------*/
+
+typedef struct {
+  admit__rreq_t req; /* first */
+  admit_redis_t* r;
+  int n;
+  admit__rreq_t* members[ADMIT__RBATCH_MAX];
+} rbatch_t;
+
+/* Completes every member with its element of the reply (or with the whole
+ * reply when it is not one element per member: an error reply, which each
+ * member reports, or a malformed one, which each rejects). */
+static void rbatch_done(admit__rreq_t* q, int status, redisReply* reply) {
+  rbatch_t* b = (rbatch_t*)q;
+  int split = status == 0 && reply->type == REDIS_REPLY_ARRAY &&
+              reply->elements == (size_t)b->n;
+  for (int i = 0; i < b->n; i++) {
+    admit__rreq_t* m = b->members[i];
+    b->members[i] = NULL;
+    complete(b->r, m, status, split ? reply->element[i] : reply);
+    admit__rreq_unref(m);
+  }
+  b->n = 0;
+}
+
+static void rbatch_dtor(admit__rreq_t* q) {
+  rbatch_t* b = (rbatch_t*)q;
+  for (int i = 0; i < b->n; i++) admit__rreq_unref(b->members[i]);
+}
+
+admit__rreq_t* admit__rbatch_new(admit_redis_t* r,
+                                 admit__rreq_t* const* members, int n,
+                                 int argc, const char* const* argv,
+                                 const size_t* lens) {
+  if (n < 1 || n > ADMIT__RBATCH_MAX) return NULL;
+  admit__rreq_t* q = admit__rreq_new(sizeof(rbatch_t), argc, argv, lens);
+  if (q == NULL) return NULL;
+  rbatch_t* b = (rbatch_t*)q;
+  b->r = r;
+  b->n = n;
+  q->done = rbatch_done;
+  q->dtor = rbatch_dtor;
+  q->carrier = 1;
+  q->script = members[0]->script;
+  q->deadline_ns = UINT64_MAX;
+  for (int i = 0; i < n; i++) {
+    b->members[i] = members[i];
+    if (members[i]->deadline_ns < q->deadline_ns)
+      q->deadline_ns = members[i]->deadline_ns;
+  }
+  /* Completed once, like a submitted request. */
+  atomic_fetch_add_explicit(&r->outstanding, 1, memory_order_relaxed);
+  return q;
 }
 
 static int down_status(admit_redis_t* r) {
@@ -838,24 +902,72 @@ static void shutdown_loop(admit_redis_t* r) {
   uv_close((uv_handle_t*)&r->wake, close_cb);
 }
 
+/* Requests with one batch tag met while draining the queue. */
+typedef struct {
+  const void* tag;
+  admit__rreq_merge_fn merge;
+  int n;
+  admit__rreq_t* m[ADMIT__RBATCH_MAX];
+} group_t;
+
+#define GROUPS 4
+
+static void group_flush(admit_redis_t* r, group_t* g) {
+  admit__rreq_t* carrier = g->n >= 2 ? g->merge(g->m, g->n) : NULL;
+  if (carrier != NULL)
+    dispatch(r, carrier);
+  else
+    for (int i = 0; i < g->n; i++) dispatch(r, g->m[i]);
+  g->n = 0;
+  g->tag = NULL;
+}
+
+static void groups_flush(admit_redis_t* r, group_t* gs) {
+  for (int i = 0; i < GROUPS; i++)
+    if (gs[i].n > 0) group_flush(r, &gs[i]);
+}
+
+/* Sends what the queue held. Requests with the same batch tag are merged
+ * (a burst of tries on one limiter becomes one script call, which costs
+ * Redis far less than as many calls); any other request first sends the
+ * merged ones before it, so that the order of the queue is kept. */
 static void on_wake(uv_async_t* a) {
   admit_redis_t* r = a->data;
   pthread_mutex_lock(&r->qlock);
   admit__rreq_t* p = r->qhead;
   r->qhead = r->qtail = NULL;
+  r->qwoken = 0;
   int stop = atomic_load(&r->stopping);
   pthread_mutex_unlock(&r->qlock);
+  group_t gs[GROUPS];
+  for (int i = 0; i < GROUPS; i++) gs[i].n = 0, gs[i].tag = NULL;
   while (p != NULL) {
     admit__rreq_t* next = p->next;
     p->next = NULL;
     if (stop) {
       complete(r, p, ADMIT_ECLOSED, NULL);
       admit__rreq_unref(p);
-    } else {
+    } else if (p->batch_tag == NULL || p->merge == NULL || p->skip) {
+      groups_flush(r, gs);
       dispatch(r, p);
+    } else {
+      group_t* g = NULL;
+      for (int i = 0; i < GROUPS && g == NULL; i++)
+        if (gs[i].n > 0 && gs[i].tag == p->batch_tag) g = &gs[i];
+      for (int i = 0; i < GROUPS && g == NULL; i++)
+        if (gs[i].n == 0) g = &gs[i];
+      if (g == NULL) {
+        groups_flush(r, gs);
+        g = &gs[0];
+      }
+      g->tag = p->batch_tag;
+      g->merge = p->merge;
+      g->m[g->n++] = p;
+      if (g->n == ADMIT__RBATCH_MAX) group_flush(r, g);
     }
     p = next;
   }
+  groups_flush(r, gs);
   if (stop && !uv_is_closing((uv_handle_t*)&r->wake)) shutdown_loop(r);
 }
 
@@ -1016,7 +1128,38 @@ int admit__redis_direct(admit_redis_t* r, admit__rreq_t* q,
 
 /* --- public ----------------------------------------------------------------*/
 
-int admit__redis_submit(admit_redis_t* r, admit__rreq_t* q) {
+/* Wakes the I/O thread unless a wake-up is already on its way or a hold
+ * defers it. Under qlock. Returns 1 if the caller must send it (after
+ * unlocking). */
+static int wake_needed(admit_redis_t* r, int may_hold) {
+  if (r->qwoken || r->qhead == NULL || (may_hold && r->holds > 0)) return 0;
+  r->qwoken = 1;
+  return 1;
+}
+
+int admit_redis_hold(admit_redis_t* r) {
+  if (r == NULL) return ADMIT_EINVAL;
+  pthread_mutex_lock(&r->qlock);
+  r->holds++;
+  pthread_mutex_unlock(&r->qlock);
+  return 0;
+}
+
+int admit_redis_release(admit_redis_t* r) {
+  if (r == NULL) return ADMIT_EINVAL;
+  pthread_mutex_lock(&r->qlock);
+  if (r->holds == 0) {
+    pthread_mutex_unlock(&r->qlock);
+    return ADMIT_EINVAL;
+  }
+  r->holds--;
+  int wake = wake_needed(r, 1);
+  pthread_mutex_unlock(&r->qlock);
+  if (wake) uv_async_send(&r->wake);
+  return 0;
+}
+
+int admit__redis_submit(admit_redis_t* r, admit__rreq_t* q, int may_hold) {
   pthread_mutex_lock(&r->qlock);
   if (atomic_load(&r->stopping)) {
     pthread_mutex_unlock(&r->qlock);
@@ -1030,11 +1173,11 @@ int admit__redis_submit(admit_redis_t* r, admit__rreq_t* q) {
   atomic_fetch_add_explicit(&r->outstanding, 1, memory_order_relaxed);
   admit__rreq_ref(q);
   q->next = NULL;
-  int was_empty = r->qhead == NULL;
   list_push(&r->qhead, &r->qtail, q);
-  pthread_mutex_unlock(&r->qlock);
   /* One wake-up per batch: the loop drains the whole queue. */
-  if (was_empty) uv_async_send(&r->wake);
+  int wake = wake_needed(r, may_hold);
+  pthread_mutex_unlock(&r->qlock);
+  if (wake) uv_async_send(&r->wake);
   return 0;
 }
 

@@ -19,6 +19,12 @@ typedef struct admit__rreq_s admit__rreq_t;
 typedef void (*admit__rreq_done_fn)(admit__rreq_t* q, int status,
                                     struct redisReply* reply);
 
+/* Builds one request that carries @p n (2 .. ADMIT__RBATCH_MAX) requests
+ * queued together with the same batch tag, with admit__rbatch_new(); or
+ * returns NULL, and they are sent one by one. On the I/O thread. */
+typedef admit__rreq_t* (*admit__rreq_merge_fn)(admit__rreq_t* const* members,
+                                                int n);
+
 /* A request. Allocated by its submitter with admit__rreq_new() (the RESP
  * command lives in the same block) and reference-counted: the connection
  * holds one reference from submission until it has no more use for it. */
@@ -37,7 +43,15 @@ struct admit__rreq_s {
   uint64_t sent_ns;         /* when it was written, or 0 */
   char* cmd;                /* RESP bytes */
   size_t len;
+  /* Requests queued together with the same non-NULL tag may be merged
+   * into one command by merge() (a limiter's tries: one script call). */
+  const void* batch_tag;
+  admit__rreq_merge_fn merge;
+  int carrier;              /* 1: a merged request (admit__rbatch_new) */
 };
+
+/* The most requests one merged command carries. */
+#define ADMIT__RBATCH_MAX 64
 
 /* Allocates a request of @p size bytes (at least sizeof(admit__rreq_t),
  * zeroed; a caller's struct may embed the request first) followed by the
@@ -45,13 +59,26 @@ struct admit__rreq_s {
 admit__rreq_t* admit__rreq_new(size_t size, int argc, const char* const* argv,
                                const size_t* lens);
 
+/* A request carrying @p members (the connection's references to them pass
+ * to it) as the one command argv: its reply must be an array with one
+ * element per member, in order, each completing its member as if it had
+ * been that member's own reply; an error reply or a failure completes
+ * every member with it. Its deadline is the earliest of theirs. Returns
+ * NULL on ENOMEM (the members are untouched). */
+admit__rreq_t* admit__rbatch_new(admit_redis_t* r,
+                                 admit__rreq_t* const* members, int n,
+                                 int argc, const char* const* argv,
+                                 const size_t* lens);
+
 void admit__rreq_ref(admit__rreq_t* q);
 void admit__rreq_unref(admit__rreq_t* q);
 
 /* Queues @p q for the I/O thread. On success the connection takes its own
  * reference and done() will be called once; returns 0. Otherwise returns
- * ADMIT_ECLOSED or ADMIT_EFULL and done() is never called. */
-int admit__redis_submit(admit_redis_t* r, admit__rreq_t* q);
+ * ADMIT_ECLOSED or ADMIT_EFULL and done() is never called. With @p may_hold
+ * (an asynchronous call), the I/O thread is not woken while this thread
+ * holds @p r (admit_redis_hold). */
+int admit__redis_submit(admit_redis_t* r, admit__rreq_t* q, int may_hold);
 
 /* Runs @p q on the spare synchronous connection if it is free and usable,
  * in the calling thread, within q->deadline_ns. Returns 1 if it ran, with

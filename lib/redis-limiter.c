@@ -38,6 +38,9 @@ struct admit_redis_limiter_s {
   char qtext[ADMIT__QUOTA_ARGS][24];
   size_t qlens[ADMIT__QUOTA_ARGS];
   int qargc;
+  /* 1: limit.lua's fast path serves this quota, so concurrent tries may be
+   * merged into one call (op tryn). */
+  int mergeable;
 
   /* The local fallback, rebuilt when the instance count changed between
    * two degraded episodes. */
@@ -172,6 +175,12 @@ int admit_redis_limiter_new(admit_redis_limiter_t** out, admit_redis_t* r,
   }
   l->qargc = k;
   for (int i = 0; i < k; i++) l->qlens[i] = strlen(l->qtext[i]);
+  /* The same test as limit.lua's fast path. */
+  uint64_t p0 = algo.r[0].period_ns;
+  l->mergeable = algo.nrates == 1 &&
+                 (algo.algo == ADMIT_TOKEN_BUCKET ||
+                  (algo.algo == ADMIT_FIXED_WINDOW &&
+                   (p0 % ADMIT_SECOND == 0 || ADMIT_SECOND % p0 == 0)));
   pthread_rwlock_init(&l->fb_lock, NULL);
   *out = l;
   return 0;
@@ -380,11 +389,61 @@ static admit__rcall_t* make_call(admit_redis_limiter_t* l, const char* op,
   return c;
 }
 
+/* Merges tries on one limiter queued together into one tryn call: one
+ * script run (and one server time) for all, each still its own decision.
+ * On the I/O thread. */
+static admit__rreq_t* merge_tries(admit__rreq_t* const* m, int n) {
+  admit_redis_limiter_t* l = ((admit__rcall_t*)m[0])->owner;
+  const char* argv[3 + 2 * ADMIT__RBATCH_MAX + 2 + ADMIT__QUOTA_ARGS];
+  size_t lens[3 + 2 * ADMIT__RBATCH_MAX + 2 + ADMIT__QUOTA_ARGS];
+  size_t cap = 0;
+  for (int i = 0; i < n; i++) {
+    const admit__rcall_t* c = (const admit__rcall_t*)m[i];
+    cap += admit__redis_key_cap(l->r, c->keylen, l->name) + 24;
+  }
+  char* buf = admit__malloc(cap);
+  if (buf == NULL) return NULL;
+  char* p = buf;
+  char nkeys[24];
+  int k = 0;
+  argv[k] = "EVALSHA";
+  lens[k++] = 7;
+  argv[k] = admit__redis_sha(l->r, ADMIT__SCRIPT_LIMIT);
+  lens[k++] = 40;
+  argv[k] = nkeys;
+  lens[k++] = (size_t)admit__u64_dec(nkeys, (uint64_t)n);
+  for (int i = 0; i < n; i++) {
+    const admit__rcall_t* c = (const admit__rcall_t*)m[i];
+    int len = admit__redis_key(l->r, c->key, c->keylen, l->name, p,
+                               cap - (size_t)(p - buf));
+    if (len < 0) {
+      admit__free(buf);
+      return NULL;
+    }
+    argv[k] = p;
+    lens[k++] = (size_t)len;
+    p += len + 1;
+  }
+  argv[k] = "tryn";
+  lens[k++] = 4;
+  argv[k] = "";
+  lens[k++] = 0;
+  k += admit__redis_limiter_quota_args(l, argv + k, lens + k);
+  for (int i = 0; i < n; i++) {
+    argv[k] = p;
+    lens[k++] = (size_t)admit__u64_dec(p, ((const admit__rcall_t*)m[i])->cost);
+    p += lens[k - 1] + 1;
+  }
+  admit__rreq_t* q = admit__rbatch_new(l->r, m, n, k, argv, lens);
+  admit__free(buf);
+  return q;
+}
+
 static admit__rcall_t* decision_call(admit_redis_limiter_t* l, int op,
                                      const void* key, size_t keylen,
                                      uint64_t cost) {
   char costbuf[24];
-  snprintf(costbuf, sizeof(costbuf), "%llu", (unsigned long long)cost);
+  admit__u64_dec(costbuf, cost);
   const char* extra[1] = {costbuf};
   admit__rcall_t* c =
       op == OP_PEEK ? make_call(l, "peek", key, keylen, 0, NULL, 0)
@@ -394,6 +453,10 @@ static admit__rcall_t* decision_call(admit_redis_limiter_t* l, int op,
   c->use_breaker = 1;
   c->cost = cost;
   c->aux = (uint64_t)op;
+  if (op == OP_TRY && l->mergeable) {
+    c->req.batch_tag = l;
+    c->req.merge = merge_tries;
+  }
   return c;
 }
 

@@ -129,6 +129,34 @@ ADMIT_EXTERN int admit_redis_stats(admit_redis_t* r,
                                    admit_redis_stats_t* out);
 
 /**
+ * Holds back the asynchronous calls on @p r (the `_cb` and `_uv`
+ * functions) until the matching admit_redis_release(), which sends them
+ * together. Tries on one limiter whose quota takes the script's fast path
+ * (one rate; a token bucket, or a fixed window whose period divides or is
+ * a whole number of seconds) then go to Redis as one script call, which
+ * costs the server a fraction of as many calls; each is still its own
+ * decision, made in the order of the calls.
+ *
+ * For event loops: hold when an iteration starts issuing calls and release
+ * at its end (the Python binding does this for every asyncio iteration).
+ * Blocking calls are never held back. A hold applies to every thread's
+ * asynchronous calls on @p r and a call's deadline runs from the call, so
+ * release promptly. Holds nest (from any threads); the last release sends.
+ * Release before admit_redis_free() (which completes held calls with
+ * ADMIT_ECLOSED).
+ *
+ * Returns 0 or ADMIT_EINVAL (NULL).
+ */
+ADMIT_EXTERN int admit_redis_hold(admit_redis_t* r);
+
+/**
+ * Ends one admit_redis_hold() of @p r; the last one sends what was held.
+ *
+ * Returns 0, or ADMIT_EINVAL if @p r is NULL or not held.
+ */
+ADMIT_EXTERN int admit_redis_release(admit_redis_t* r);
+
+/**
  * What a limiter does when Redis cannot answer (down, hung, slow, or the
  * breaker open). A misconfiguration (ADMIT_ECONFIG) is never hidden by it.
  */

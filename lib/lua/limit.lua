@@ -13,8 +13,12 @@
 --   pause  mode value        deny every check until server time now+value
 --                            (mode 'rel') or value (mode 'abs'), in ns;
 --                            a pause never shortens an existing one
+--   tryn   cost1 .. costN    KEYS[1..N] each tried at one server time, in
+--                            order (the connection merges concurrent
+--                            tries); fast paths only (see below)
 -- Every op replies with a decision (see reply() in _lib.lua); pause adds
--- the pause's end (ns string) as a ninth element.
+-- the pause's end (ns string) as a ninth element; tryn replies with one
+-- decision per key.
 
 -- The fast paths: try and peek of a single-rate token bucket, or of a
 -- single-rate fixed window whose period divides a second or is a whole
@@ -37,13 +41,8 @@ if fast_algo == '1' then
   end
 end
 if (fast_algo == '0' or fast_algo == '1') and ARGV[4] == '1' and
-    (ARGV[1] == 'try' or ARGV[1] == 'peek') then
-  local key = KEYS[1]
+    (ARGV[1] == 'try' or ARGV[1] == 'peek' or ARGV[1] == 'tryn') then
   local bucket = fast_algo == '0'
-  -- b: base second; t1 (bucket) or w1 (window): its time in ns after b;
-  -- c1: the window's count; z: a pause; e: the key's expiry (ms).
-  local v = redis.call('HMGET', key, 'b', bucket and 't1' or 'w1', 'c1',
-                       'z', 'e')
   local s, ns
   local at = ARGV[2]
   if at == '' then
@@ -58,121 +57,135 @@ if (fast_algo == '0' or fast_algo == '1') and ARGV[4] == '1' and
       s, ns = string.sub(at, 1, l - 9) + 0, string.sub(at, l - 8) + 0
     end
   end
-  local cost = 0
-  if ARGV[1] == 'try' then cost = ARGV[9] + 0 end
-  local ok, rem, retry, reset
-  -- ttl: how long the new state matters; room: extra life for its key.
-  local ttl, room, put1, put2, put3 = 0, 0, nil, nil, nil
-  if bucket then
-    local interval, tol = ARGV[7] + 0, ARGV[8] + 0
-    -- d: how far the theoretical arrival time is ahead of now.
-    local d = 0
-    if v[1] and v[2] then
-      d = v[2] + (v[1] - s) * 1000000000 - ns
-      if d < 0 then d = 0 end
-    end
-    local nd = d + cost * interval
-    ok = nd <= tol
-    rem, retry, reset = 0, 0, nd
-    if ok then
-      rem = math.floor((tol - nd) / interval)
-    else
-      if tol > d then rem = math.floor((tol - d) / interval) end
-      retry, reset = nd - tol, d
-    end
-    -- The new arrival time, after second s. A busy key renews its expiry
-    -- only every 100 ms of it, so an idle key outlives its state by at
-    -- most 100 ms.
-    ttl, room, put1 = nd, 100, nd + ns
-  else
-    local limit = ARGV[5] + 0
-    -- The window of now: its start (ns after second s) and the offset e.
-    local e
-    if fast_p % 1000000000 == 0 then
-      e = (s % (fast_p / 1000000000)) * 1000000000 + ns
-    else
-      e = ns % fast_p
-    end
-    local start = ns - e
-    local lag, cur = 0, 0
-    if v[1] and v[2] then
-      local ws = v[2] + (v[1] - s) * 1000000000
-      if ws > start then
-        -- The cell is ahead (a server clock stepped back): decide at its
-        -- window's start.
-        lag, e, start = ws - ns, 0, ws
-        cur = tonumber(v[3]) or 0
-      elseif ws == start then
-        cur = tonumber(v[3]) or 0
-      end
-    end
-    local left = fast_p - e + lag
-    local used = cur + cost
-    ok = used <= limit
-    if ok then
-      rem, retry = limit - used, 0
-      if used > 0 then reset = left else reset = 0 end
-    else
-      rem, retry = limit - cur, left
-      if rem < 0 then rem = 0 end
-      if cur > 0 then reset = left else reset = 0 end
-    end
-    ttl, put1, put2, put3 = left, start, used, 0
-  end
-  local z = v[4]
-  if z then
-    -- A pause (absolute ns) denies everything until it ends.
-    local l = #z
-    local zs, zn = 0, 0
-    if l <= 9 then
-      zn = z + 0
-    else
-      zs, zn = string.sub(z, 1, l - 9) + 0, string.sub(z, l - 8) + 0
-    end
-    if zs > s or (zs == s and zn > ns) then
-      local left = (zs - s) * 1000000000 + (zn - ns)
-      ok, rem = false, 0
-      if left > retry then retry = left end
-      if left > reset then reset = left end
-    end
-  end
-  if ok and cost > 0 then
-    local e = 0
-    if at == '' then
-      -- The key must live until its state no longer matters (absolute
-      -- server ms, rounded up). When the expiry last set ('e') already
-      -- covers that, nothing more is needed.
-      local need = s * 1000 + math.ceil((ns + ttl) / 1000000)
-      if v[5] and v[5] + 0 >= need then
-        e = nil
-      else
-        e = need + room
-      end
-    end
+  -- One decision for key at (s, ns), consuming cost units if allowed.
+  local function fast(key, cost)
+    -- b: base second; t1 (bucket) or w1 (window): its time in ns after b;
+    -- c1: the window's count; z: a pause; e: the key's expiry (ms).
+    local v = redis.call('HMGET', key, 'b', bucket and 't1' or 'w1', 'c1',
+                         'z', 'e')
+    local ok, rem, retry, reset
+    -- ttl: how long the new state matters; room: extra life for its key.
+    local ttl, room, put1, put2, put3 = 0, 0, nil, nil, nil
     if bucket then
-      if e then
-        redis.call('HSET', key, 'b', s, 't1', put1, 'e', e)
-      else
-        redis.call('HSET', key, 'b', s, 't1', put1)
+      local interval, tol = ARGV[7] + 0, ARGV[8] + 0
+      -- d: how far the theoretical arrival time is ahead of now.
+      local d = 0
+      if v[1] and v[2] then
+        d = v[2] + (v[1] - s) * 1000000000 - ns
+        if d < 0 then d = 0 end
       end
-    elseif e then
-      redis.call('HSET', key, 'b', s, 'w1', put1, 'c1', put2, 'p1', put3,
-                 'e', e)
+      local nd = d + cost * interval
+      ok = nd <= tol
+      rem, retry, reset = 0, 0, nd
+      if ok then
+        rem = math.floor((tol - nd) / interval)
+      else
+        if tol > d then rem = math.floor((tol - d) / interval) end
+        retry, reset = nd - tol, d
+      end
+      -- The new arrival time, after second s. A busy key renews its expiry
+      -- only every 100 ms of it, so an idle key outlives its state by at
+      -- most 100 ms.
+      ttl, room, put1 = nd, 100, nd + ns
     else
-      redis.call('HSET', key, 'b', s, 'w1', put1, 'c1', put2, 'p1', put3)
+      local limit = ARGV[5] + 0
+      -- The window of now: its start (ns after second s) and the offset e.
+      local e
+      if fast_p % 1000000000 == 0 then
+        e = (s % (fast_p / 1000000000)) * 1000000000 + ns
+      else
+        e = ns % fast_p
+      end
+      local start = ns - e
+      local lag, cur = 0, 0
+      if v[1] and v[2] then
+        local ws = v[2] + (v[1] - s) * 1000000000
+        if ws > start then
+          -- The cell is ahead (a server clock stepped back): decide at its
+          -- window's start.
+          lag, e, start = ws - ns, 0, ws
+          cur = tonumber(v[3]) or 0
+        elseif ws == start then
+          cur = tonumber(v[3]) or 0
+        end
+      end
+      local left = fast_p - e + lag
+      local used = cur + cost
+      ok = used <= limit
+      if ok then
+        rem, retry = limit - used, 0
+        if used > 0 then reset = left else reset = 0 end
+      else
+        rem, retry = limit - cur, left
+        if rem < 0 then rem = 0 end
+        if cur > 0 then reset = left else reset = 0 end
+      end
+      ttl, put1, put2, put3 = left, start, used, 0
     end
-    if e == 0 then
-      -- An injected time: kept long in real time (see store_state).
-      local ms = math.floor((ttl + 999999) / 1000000)
-      if ms < 600000 then ms = 600000 end
-      redis.call('PEXPIRE', key, ms)
-    elseif e then
-      redis.call('PEXPIREAT', key, e)
+    local z = v[4]
+    if z then
+      -- A pause (absolute ns) denies everything until it ends.
+      local l = #z
+      local zs, zn = 0, 0
+      if l <= 9 then
+        zn = z + 0
+      else
+        zs, zn = string.sub(z, 1, l - 9) + 0, string.sub(z, l - 8) + 0
+      end
+      if zs > s or (zs == s and zn > ns) then
+        local left = (zs - s) * 1000000000 + (zn - ns)
+        ok, rem = false, 0
+        if left > retry then retry = left end
+        if left > reset then reset = left end
+      end
     end
+    if ok and cost > 0 then
+      local e = 0
+      if at == '' then
+        -- The key must live until its state no longer matters (absolute
+        -- server ms, rounded up). When the expiry last set ('e') already
+        -- covers that, nothing more is needed.
+        local need = s * 1000 + math.ceil((ns + ttl) / 1000000)
+        if v[5] and v[5] + 0 >= need then
+          e = nil
+        else
+          e = need + room
+        end
+      end
+      if bucket then
+        if e then
+          redis.call('HSET', key, 'b', s, 't1', put1, 'e', e)
+        else
+          redis.call('HSET', key, 'b', s, 't1', put1)
+        end
+      elseif e then
+        redis.call('HSET', key, 'b', s, 'w1', put1, 'c1', put2, 'p1', put3,
+                   'e', e)
+      else
+        redis.call('HSET', key, 'b', s, 'w1', put1, 'c1', put2, 'p1', put3)
+      end
+      if e == 0 then
+        -- An injected time: kept long in real time (see store_state).
+        local ms = math.floor((ttl + 999999) / 1000000)
+        if ms < 600000 then ms = 600000 end
+        redis.call('PEXPIRE', key, ms)
+      elseif e then
+        redis.call('PEXPIREAT', key, e)
+      end
+    end
+    local a = 0
+    if ok then a = 1 end
+    return {a, 0, ARGV[5], rem, retry, reset, s, ns}
   end
-  local a = 0
-  if ok then a = 1 end
-  return {a, 0, ARGV[5], rem, retry, reset, s, ns}
+  if ARGV[1] == 'tryn' then
+    -- Several tries merged into one call (KEYS[i] costs ARGV[8 + i]), in
+    -- order, at one server time: one decision reply each.
+    local out = {}
+    for i = 1, #KEYS do out[i] = fast(KEYS[i], ARGV[8 + i] + 0) end
+    return out
+  end
+  if ARGV[1] == 'try' then return fast(KEYS[1], ARGV[9] + 0) end
+  return fast(KEYS[1], 0)
 end
 
 -- @prelude

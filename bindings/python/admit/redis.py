@@ -13,9 +13,10 @@ import asyncio
 import os
 import random
 import re
+import threading
 import time
 import weakref
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional, Set, Union
 
 from ._admit import ffi, lib
 from ._loop import ABANDONED, GRANTED, WAITING, Waiter, notifier
@@ -135,6 +136,33 @@ class Redis:
         self._children: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._finalizer = weakref.finalize(self, lib.admit_redis_free,
                                            self._p)
+        # Loops whose current iteration holds this connection's calls
+        # (see _hold), and how many holds are outstanding.
+        self._held_loops: Set[Any] = set()
+        self._holds = 0
+        self._hold_lock = threading.Lock()
+
+    def _hold(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Holds this connection's asynchronous calls until the end of
+        ``loop``'s current iteration (admit_redis_hold): the calls its tasks
+        make in one iteration then reach Redis together, and tries on one
+        limiter become one script call. Called before each asynchronous
+        call; holds once per iteration."""
+        if loop in self._held_loops:
+            return
+        with self._hold_lock:
+            if self._p is None or lib.admit_redis_hold(self._p) != 0:
+                return
+            self._holds += 1
+            self._held_loops.add(loop)
+        loop.call_soon(self._release, loop)
+
+    def _release(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._hold_lock:
+            self._held_loops.discard(loop)
+            if self._holds and self._p is not None:
+                self._holds -= 1
+                lib.admit_redis_release(self._p)
 
     def _ptr(self) -> Any:
         if self._p is None:
@@ -173,8 +201,14 @@ class Redis:
                              "still in flight on this connection")
         for child in list(self._children):
             child._close()
-        self._finalizer()
-        self._p = None
+        with self._hold_lock:
+            # Held calls are sent (they are all complete by now) before the
+            # connection goes; a release still scheduled finds it gone.
+            while self._holds:
+                self._holds -= 1
+                lib.admit_redis_release(self._p)
+            self._finalizer()
+            self._p = None
 
     def __enter__(self) -> "Redis":
         return self
@@ -336,6 +370,7 @@ class RedisLimiter:
         n = notifier(loop)
         w = Waiter(n, loop.create_future(), self._refund_lost)
         w.extra = (k, cost)
+        self._redis._hold(loop)
         try:
             rc = lib.admit_redis_limiter_try_cb(self._ptr(), k, len(k), cost,
                                                 _DEC_CB, w.node)
