@@ -18,7 +18,7 @@ import weakref
 from typing import Any, Callable, Dict, Optional
 
 from ._admit import ffi, lib
-from ._util import check
+from ._util import address, check, native
 
 WAITING, GRANTED, FAILED, ABANDONED = 0, 1, 2, 3
 
@@ -55,12 +55,14 @@ class Notifier:
         pp = ffi.new("admit_notify_t**")
         check(lib.admit_notify_new(pp))
         self.ptr = pp[0]
+        self.addr = address(self.ptr)
+        # Native pending tries (admit._native) not yet completed.
+        self.native_pending = 0
         self.fd = lib.admit_notify_fd(self.ptr)
         # Weak, so the loop can be collected and close() can run.
         self._loop = weakref.ref(loop)
         self.ids = itertools.count(1)
         self.waiters: Dict[int, Waiter] = {}
-        self._buf = ffi.new("admit_completion_t[]", 64)
         self._closed = False
         loop.add_reader(self.fd, self._on_readable)
 
@@ -73,37 +75,31 @@ class Notifier:
         self.waiters.pop(w.id, None)
 
     def _on_readable(self) -> None:
-        buf = self._buf
-        drain = lib.admit_notify_drain
-        done = 0
-        while True:
-            k = drain(self.ptr, buf, 64)
-            for i in range(k):
-                c = buf[i]
-                w = self.waiters.pop(c.id, None)
-                if w is None:
-                    continue
-                w.status = c.status
-                w.value = c.value
-                if w.state == WAITING:
-                    w.state = GRANTED if c.status >= 0 else FAILED
-                    fut = w.future
-                    if not fut.done():
-                        fut.set_result(c.status)
-                    # If the future is already cancelled, the task's
-                    # cleanup sees GRANTED and gives the permit back.
-                elif w.state == ABANDONED and c.status >= 0:
-                    w.on_grant_lost(w)
-            if k < 64:
-                return
-            done += k
-            if done >= 1024:
-                # Let other callbacks run; the rest stays queued in C (the
-                # descriptor was reset, so come back by call_soon).
-                loop = self._loop()
-                if loop is not None and not loop.is_closed():
-                    loop.call_soon(self._on_readable)
-                    return
+        # Native pending tries are resolved inside drain(); the other
+        # completions come back as (id, value, status).
+        native_done, rest, taken = native.drain(self.addr, 1024)
+        self.native_pending -= native_done
+        for cid, value, status in rest:
+            w = self.waiters.pop(cid, None)
+            if w is None:
+                continue
+            w.status = status
+            w.value = value
+            if w.state == WAITING:
+                w.state = GRANTED if status >= 0 else FAILED
+                fut = w.future
+                if not fut.done():
+                    fut.set_result(status)
+                # If the future is already cancelled, the task's cleanup
+                # sees GRANTED and gives the permit back.
+            elif w.state == ABANDONED and status >= 0:
+                w.on_grant_lost(w)
+        if taken >= 1024:
+            # Let other callbacks run; the rest stays queued in C (the
+            # descriptor was reset, so come back by call_soon).
+            loop = self._loop()
+            if loop is not None and not loop.is_closed():
+                loop.call_soon(self._on_readable)
 
     def close(self) -> None:
         """Frees the queue if no wait can still post to it."""
@@ -113,7 +109,7 @@ class Notifier:
         loop = self._loop()
         if loop is not None and not loop.is_closed():
             loop.remove_reader(self.fd)
-        if not self.waiters:
+        if not self.waiters and not self.native_pending:
             lib.admit_notify_free(self.ptr)
         # Otherwise a C callback may still post into it: keep it (a few
         # bytes and one descriptor) rather than risk a use after free.

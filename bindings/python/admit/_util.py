@@ -118,21 +118,24 @@ __all__ = ["check", "seconds_to_ns", "timeout_ns", "positive_int",
            "U64_MAX", "FOREVER", "lib", "ffi"]
 
 
-# Native callables for the hottest calls (fastpath.c), or None if they could
-# not be registered (the Python closures are used then).
-_native = sys.modules.get("admit._native") \
-    if lib.admit_py_fast_native_init() == 0 else None
+# Native callables for the hottest calls (fastpath.c, compiled into the
+# extension and registered as admit._native).
+if lib.admit_py_fast_native_init() != 0:  # pragma: no cover
+    raise ImportError("admit: the extension's native fast paths could not "
+                      "be registered (see the error printed above)")
+native = sys.modules["admit._native"]
 NATIVE_KEYED = 0
 NATIVE_LIMITER = 1
+
+
+def address(p: Any) -> int:
+    """The address a cffi pointer holds, as an int (for admit._native)."""
+    return int(ffi.cast("uintptr_t", p))
 
 
 def native_hit(kind: int, p: Any, fallback: Any, fail: Any) -> Any:
     """Returns a native ``hit`` over the C object ``p`` (an ffi.gc pointer,
     kept alive by the callable) for a limiter on the real clock, handing
     every call it does not handle to ``fallback`` and libadmit's errors to
-    ``fail(argument, code)``, which raises; or ``fallback`` itself when the
-    native module is unavailable."""
-    if _native is None:
-        return fallback
-    return _native.hit(kind, int(ffi.cast("uintptr_t", p)), p, fallback,
-                       fail)
+    ``fail(argument, code)``, which raises."""
+    return native.hit(kind, address(p), p, fallback, fail)

@@ -19,9 +19,9 @@ import weakref
 from typing import Any, NamedTuple, Optional, Set, Union
 
 from ._admit import ffi, lib
-from ._loop import ABANDONED, GRANTED, WAITING, Waiter, notifier
-from ._util import NS, U64_MAX, check, key_bytes, nonneg_int, positive_int, \
-    seconds_to_ns, text, timeout_ns
+from ._loop import Waiter, notifier
+from ._util import NS, U64_MAX, address, check, key_bytes, native, \
+    nonneg_int, positive_int, seconds_to_ns, text, timeout_ns
 from .errors import AdmitError, Closed, RateLimited, error_for
 from .limiter import Decision
 from .rates import Algorithm, Quota, RateSpec, quota_of
@@ -29,7 +29,6 @@ from .rates import Algorithm, Quota, RateSpec, quota_of
 __all__ = ["Redis", "RedisStats", "RedisLimiter", "RedisLimiterStats",
            "GlobalLimiter", "Reservation", "RedisSemaphore", "Lease"]
 
-_DEC_CB = ffi.addressof(lib, "admit_notify_decision_cb")
 _DONE_CB = ffi.addressof(lib, "admit_py_done_post")
 _ETIMEDOUT = lib.ADMIT_ETIMEDOUT
 
@@ -310,6 +309,18 @@ class RedisLimiter:
         self._inflight = 0
         self._finalizer = weakref.finalize(self, lib.admit_redis_limiter_free,
                                            self._p)
+        ref = weakref.ref(self)
+
+        def on_lost(k: bytes, cost: int) -> None:
+            lim = ref()
+            if lim is not None:
+                lim._give_back(k, cost)
+
+        # Submits asynchronous tries (fastpath.c). It holds the limiter
+        # weakly (no cycle: reference counting frees it); each pending try
+        # holds it until its completion.
+        self._submit = native.redis_try(address(self._p), self._p, on_lost,
+                                        Decision)
         redis._children.add(self)
 
     def _close(self) -> None:
@@ -368,42 +379,40 @@ class RedisLimiter:
         k = key.encode() if type(key) is str else key_bytes(key)
         loop = asyncio.get_running_loop()
         n = notifier(loop)
-        w = Waiter(n, loop.create_future(), self._refund_lost)
-        w.extra = (k, cost)
+        fut = loop.create_future()
         self._redis._hold(loop)
         try:
-            rc = lib.admit_redis_limiter_try_cb(self._ptr(), k, len(k), cost,
-                                                _DEC_CB, w.node)
+            rc = self._submit(k, cost, fut, n.addr, self)
         except (TypeError, OverflowError):
             positive_int(cost, "cost")
             raise
         if rc < 0:
             raise self._fail(rc, key, cost)
-        n.register(w)
+        n.native_pending += 1
         self._inflight += 1
         try:
-            status = await w.future
+            res = await fut
         except BaseException:
-            if w.state == WAITING:
-                # The reply is still coming: refund it if it admits.
-                w.state = ABANDONED
-            elif w.state == GRANTED and w.status >= 0 and \
-                    w.node.decision.allowed:
-                self._refund_lost(w)
+            # A decision set before this task could resume is this task's
+            # to give back; one that comes later, the completion's (it
+            # finds the future cancelled).
+            if fut.done() and not fut.cancelled():
+                res = fut.result()
+                if res.__class__ is Decision and res.allowed:
+                    self._give_back(k, cost)
             raise
         finally:
             self._inflight -= 1
-        if status < 0:
-            raise self._fail(status, key, cost)
-        return Decision._from_c(w.node.decision)
+        if res.__class__ is int:
+            raise self._fail(res, key, cost)
+        return res
 
-    def _refund_lost(self, w: Waiter) -> None:
-        """A decision admitted units for a caller that is gone: give them
-        back without waiting (a refund that fails is counted in the stats,
+    def _give_back(self, k: bytes, cost: int) -> None:
+        """Units admitted for a caller that is gone: give them back without
+        waiting (a refund that fails is counted in the stats,
         ``refunds_lost``)."""
-        if not w.node.decision.allowed or self._p is None:
+        if self._p is None:
             return
-        k, cost = w.extra
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -425,6 +434,9 @@ class RedisLimiter:
         waiter (raises if it could not be queued)."""
         n = notifier(loop)
         w = Waiter(n, loop.create_future(), _nothing)
+        # Registered until it completes: keeps this limiter (whose C object
+        # serves the call) alive that long.
+        w.extra = self
         rc = fn(self._ptr(), k, len(k), arg, _DONE_CB, w.node)
         if rc < 0:
             raise self._fail(rc, k, 1)
