@@ -83,10 +83,13 @@ if (fast_algo == '0' or fast_algo == '1') and ARGV[4] == '1' and
         if tol > d then rem = math.floor((tol - d) / interval) end
         retry, reset = nd - tol, d
       end
-      -- The new arrival time, after second s. A busy key renews its expiry
-      -- only every 100 ms of it, so an idle key outlives its state by at
-      -- most 100 ms.
-      ttl, room, put1 = nd, 100, nd + ns
+      -- The new arrival time, after second s. When the key's expiry must
+      -- move, it moves past the furthest arrival time an admission can set
+      -- until now moves on (now + tol), plus 100 ms: a busy key renews it
+      -- every 100 ms at most, a light one about once per burst window (an
+      -- admission then costs no PEXPIREAT), and an idle key outlives its
+      -- state by at most the burst window plus 100 ms.
+      ttl, room, put1 = nd, math.ceil((tol - nd) / 1000000) + 100, nd + ns
     else
       local limit = ARGV[5] + 0
       -- The window of now: its start (ns after second s) and the offset e.
