@@ -28,6 +28,15 @@ def redis(redis_url):
     r.close()
 
 
+async def eventually(cond, seconds=5.0):
+    """Waits (on the loop) until cond() holds, at most ``seconds``; the
+    caller asserts afterwards."""
+    for _ in range(int(seconds / 0.01)):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+
+
 def name():
     return "n" + uuid.uuid4().hex[:12]
 
@@ -155,11 +164,8 @@ async def test_cancelled_async_decision_is_refunded(redis):
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    # Refunds run in worker threads: give them a moment.
-    for _ in range(500):
-        if lim.peek("k").remaining == 3:
-            break
-        await asyncio.sleep(0.01)
+    # Refunds are asynchronous: give them a moment.
+    await eventually(lambda: lim.peek("k").remaining == 3)
     assert lim.peek("k").remaining == 3
 
 
@@ -182,10 +188,7 @@ async def test_decision_set_before_a_cancel_is_refunded_once(redis):
     t.cancel()
     with pytest.raises(asyncio.CancelledError):
         await t
-    for _ in range(500):
-        if lim.stats().refunds == 1:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: lim.stats().refunds == 1)
     await asyncio.sleep(0.05)
     assert lim.stats().refunds == 1
     assert lim.peek("k").remaining == 3
@@ -211,10 +214,7 @@ async def test_pending_tries_keep_their_limiter_alive(redis):
     assert ref() is not None
     for f in futs:
         f.cancel()                  # the callers gave up
-    for _ in range(500):
-        if n.native_pending == 0:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: n.native_pending == 0)
     assert n.native_pending == 0
     gc.collect()
     assert ref() is None
@@ -239,11 +239,10 @@ async def test_random_cancels_leave_exact_accounting(redis):
             kept[i % 3] = kept.get(i % 3, 0) + 1
         else:
             assert isinstance(r, (admit.Decision, asyncio.CancelledError))
-    for _ in range(500):            # refunds are asynchronous
-        if sum(lim.peek("k%d" % j).remaining for j in range(3)) == \
-                3 * 150 - sum(kept.values()):
-            break
-        await asyncio.sleep(0.01)
+    # Refunds are asynchronous.
+    await eventually(lambda: sum(lim.peek("k%d" % j).remaining
+                                 for j in range(3)) ==
+                     3 * 150 - sum(kept.values()))
     for j in range(3):
         assert lim.peek("k%d" % j).remaining == 150 - kept.get(j, 0), j
 
@@ -497,10 +496,7 @@ async def test_cancelled_refund_async_still_completes(redis):
     t.cancel()
     with pytest.raises(asyncio.CancelledError):
         await t
-    for _ in range(500):
-        if lim.stats().refunds == 1:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: lim.stats().refunds == 1)
     assert lim.stats().refunds == 1
     assert lim.peek("k").remaining == 3
 
@@ -514,10 +510,7 @@ async def test_cancelled_decision_refund_uses_no_thread(redis):
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    for _ in range(500):
-        if lim.stats().refunds == 3:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: lim.stats().refunds == 3)
     assert lim.stats().refunds == 3
     assert lim.peek("k").remaining == 3
 
