@@ -247,6 +247,21 @@ async def test_random_cancels_leave_exact_accounting(redis):
         assert lim.peek("k%d" % j).remaining == 150 - kept.get(j, 0), j
 
 
+def test_a_closed_loop_leaves_nothing_held(redis):
+    # A loop that holds the connection's calls and is closed before its
+    # iteration ends (its release never runs) must not hold other loops'.
+    lim = admit.RedisLimiter(redis, "5/hour", name=name())
+    dead = asyncio.new_event_loop()
+    redis._hold(dead)
+    dead.close()
+
+    async def one():
+        return await asyncio.wait_for(lim.try_acquire_async("k"), 5)
+
+    assert asyncio.run(one()).allowed
+    assert dead not in redis._held_loops
+
+
 def test_pause_blocks_everyone(redis):
     lim = admit.RedisLimiter(redis, "100/second", name=name())
     assert lim.hit("vendor")

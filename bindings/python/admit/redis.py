@@ -150,7 +150,15 @@ class Redis:
         if loop in self._held_loops:
             return
         with self._hold_lock:
-            if self._p is None or lib.admit_redis_hold(self._p) != 0:
+            if self._p is None:
+                return
+            # A loop closed before its iteration's release ran must not keep
+            # every other loop's calls held.
+            for closed in [x for x in self._held_loops if x.is_closed()]:
+                self._held_loops.discard(closed)
+                self._holds -= 1
+                lib.admit_redis_release(self._p)
+            if lib.admit_redis_hold(self._p) != 0:
                 return
             self._holds += 1
             self._held_loops.add(loop)
