@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "keyed-hash.h"
+#include "../test/counting-alloc.h"
 
 #define NKEYS 1000000u
 #define KEYLEN 16
@@ -27,48 +28,6 @@
 #define REPS 3
 #define CHUNK 1000
 #define NSKEW (1u << 22) /* precomputed skewed key indices */
-
-/* --- an allocator that counts live bytes ---------------------------------- */
-
-static _Atomic long long live_bytes;
-
-typedef union {
-  size_t size;
-  max_align_t align;
-} head_t;
-
-static void* count_malloc(size_t n) {
-  head_t* h = malloc(sizeof(*h) + n);
-  if (h == NULL) return NULL;
-  h->size = n;
-  atomic_fetch_add(&live_bytes, (long long)n);
-  return h + 1;
-}
-
-static void count_free(void* p) {
-  if (p == NULL) return;
-  head_t* h = (head_t*)p - 1;
-  atomic_fetch_sub(&live_bytes, (long long)h->size);
-  free(h);
-}
-
-static void* count_calloc(size_t c, size_t n) {
-  if (n != 0 && c > SIZE_MAX / n) return NULL;
-  void* p = count_malloc(c * n);
-  if (p != NULL) memset(p, 0, c * n);
-  return p;
-}
-
-static void* count_realloc(void* p, size_t n) {
-  if (p == NULL) return count_malloc(n);
-  head_t* h = (head_t*)p - 1;
-  size_t old = h->size;
-  head_t* nh = realloc(h, sizeof(*nh) + n);
-  if (nh == NULL) return NULL;
-  nh->size = n;
-  atomic_fetch_add(&live_bytes, (long long)n - (long long)old);
-  return nh + 1;
-}
 
 /* --- the measured loops -------------------------------------------------- */
 

@@ -6,52 +6,11 @@
 #include <stdio.h>
 
 #include "keyed-hash.h" /* admit__keyed_hash_mask(), to force collisions */
+#include "counting-alloc.h"
 
 #define MS ((uint64_t)ADMIT_MILLISECOND)
 #define SEC ((uint64_t)ADMIT_SECOND)
 #define T0 (36000 * SEC) /* fake clock start: a multiple of every window */
-
-/* A counting allocator for the whole binary, so tests can check that
- * stats.bytes is exactly what the keyed limiter holds. */
-static _Atomic long long live_bytes;
-
-typedef union {
-  size_t size;
-  max_align_t align;
-} alloc_head_t;
-
-static void* count_malloc(size_t n) {
-  alloc_head_t* h = malloc(sizeof(*h) + n);
-  if (h == NULL) return NULL;
-  h->size = n;
-  atomic_fetch_add(&live_bytes, (long long)n);
-  return h + 1;
-}
-
-static void count_free(void* p) {
-  if (p == NULL) return;
-  alloc_head_t* h = (alloc_head_t*)p - 1;
-  atomic_fetch_sub(&live_bytes, (long long)h->size);
-  free(h);
-}
-
-static void* count_calloc(size_t c, size_t n) {
-  if (n != 0 && c > SIZE_MAX / n) return NULL;
-  void* p = count_malloc(c * n);
-  if (p != NULL) memset(p, 0, c * n);
-  return p;
-}
-
-static void* count_realloc(void* p, size_t n) {
-  if (p == NULL) return count_malloc(n);
-  alloc_head_t* h = (alloc_head_t*)p - 1;
-  size_t old = h->size;
-  alloc_head_t* nh = realloc(h, sizeof(*nh) + n);
-  if (nh == NULL) return NULL;
-  nh->size = n;
-  atomic_fetch_add(&live_bytes, (long long)n - (long long)old);
-  return nh + 1;
-}
 
 static admit_quota_t bucket(uint64_t count, uint64_t period, uint64_t burst) {
   admit_quota_t q;
