@@ -8,15 +8,7 @@
 static admit_redis_limiter_t* limiter(admit_redis_t* r, const char* spec,
                                       admit_redis_policy_t policy,
                                       const char* name) {
-  admit_quota_t q = tr_quota(ADMIT_TOKEN_BUCKET, spec);
-  admit_redis_limiter_options_t lo;
-  memset(&lo, 0, sizeof(lo));
-  lo.quota = &q;
-  lo.on_failure = policy;
-  lo.name = name;
-  admit_redis_limiter_t* l = NULL;
-  assert_int_equal(admit_redis_limiter_new(&l, r, &lo), 0);
-  return l;
+  return tr_limiter(r, ADMIT_TOKEN_BUCKET, spec, name, policy);
 }
 
 typedef struct tally_s {

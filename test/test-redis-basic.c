@@ -17,14 +17,7 @@ static admit_redis_limiter_t* make_limiter(admit_redis_t* r,
                                            admit_algo_t algo,
                                            const char* spec,
                                            admit_redis_policy_t policy) {
-  admit_quota_t q = tr_quota(algo, spec);
-  admit_redis_limiter_options_t lo;
-  memset(&lo, 0, sizeof(lo));
-  lo.quota = &q;
-  lo.on_failure = policy;
-  admit_redis_limiter_t* l = NULL;
-  assert_int_equal(admit_redis_limiter_new(&l, r, &lo), 0);
-  return l;
+  return tr_limiter(r, algo, spec, NULL, policy);
 }
 
 static void test_gcra_end_to_end(void** state) {

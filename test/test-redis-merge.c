@@ -73,20 +73,6 @@ static admit_redis_t* connect_shared(const char* prefix) {
   return r;
 }
 
-static admit_redis_limiter_t* limiter(admit_redis_t* r, admit_algo_t algo,
-                                      const char* spec, const char* name,
-                                      admit_redis_policy_t policy) {
-  admit_quota_t q = tr_quota(algo, spec);
-  admit_redis_limiter_options_t lo;
-  memset(&lo, 0, sizeof(lo));
-  lo.quota = &q;
-  lo.name = name;
-  lo.on_failure = policy;
-  admit_redis_limiter_t* l = NULL;
-  assert_int_equal(admit_redis_limiter_new(&l, r, &lo), 0);
-  return l;
-}
-
 static uint64_t commands(admit_redis_t* r) {
   admit_redis_stats_t st;
   assert_int_equal(admit_redis_stats(r, &st), 0);
@@ -99,7 +85,7 @@ static uint64_t commands(admit_redis_t* r) {
 static void held_tries_merge(admit_algo_t algo, const char* prefix) {
   admit_redis_t* r = connect_shared(prefix);
   admit_redis_limiter_t* l =
-      limiter(r, algo, "5/h", "m", ADMIT_REDIS_FAIL_CLOSED);
+      tr_limiter(r, algo, "5/h", "m", ADMIT_REDIS_FAIL_CLOSED);
   /* A first call loads the script and settles the connection. */
   admit_decision_t d;
   assert_int_equal(admit_redis_limiter_try(l, "warm", 4, 1, &d), 0);
@@ -156,10 +142,10 @@ static void test_mixed_queue_keeps_order(void** state) {
   REDIS_OR_SKIP();
   admit_redis_t* r = connect_shared("t-merge-mix");
   admit_redis_limiter_t* a =
-      limiter(r, ADMIT_TOKEN_BUCKET, "10/h", "a", ADMIT_REDIS_FAIL_CLOSED);
+      tr_limiter(r, ADMIT_TOKEN_BUCKET, "10/h", "a", ADMIT_REDIS_FAIL_CLOSED);
   admit_redis_limiter_t* b =
-      limiter(r, ADMIT_FIXED_WINDOW, "7/h", "b", ADMIT_REDIS_FAIL_CLOSED);
-  admit_redis_limiter_t* two = limiter(r, ADMIT_TOKEN_BUCKET, "100/s;6/h",
+      tr_limiter(r, ADMIT_FIXED_WINDOW, "7/h", "b", ADMIT_REDIS_FAIL_CLOSED);
+  admit_redis_limiter_t* two = tr_limiter(r, ADMIT_TOKEN_BUCKET, "100/s;6/h",
                                        "two", ADMIT_REDIS_FAIL_CLOSED);
   admit_redis_limiter_t* ls[3] = {a, b, two};
   const uint64_t limits[3] = {10, 7, 6};
@@ -205,7 +191,7 @@ static void test_hold_nests_and_never_blocks(void** state) {
   admit_redis_t* r = connect_shared("t-merge-hold");
   assert_int_equal(admit_redis_release(r), ADMIT_EINVAL);
   admit_redis_limiter_t* l =
-      limiter(r, ADMIT_TOKEN_BUCKET, "3/h", "h", ADMIT_REDIS_FAIL_CLOSED);
+      tr_limiter(r, ADMIT_TOKEN_BUCKET, "3/h", "h", ADMIT_REDIS_FAIL_CLOSED);
   admit_decision_t d;
   assert_int_equal(admit_redis_limiter_try(l, "warm", 4, 1, &d), 0);
   static results_t rs;
@@ -245,7 +231,7 @@ static void test_merged_call_reloads_script(void** state) {
   REDIS_OR_SKIP();
   admit_redis_t* r = connect_shared("t-merge-noscript");
   admit_redis_limiter_t* l =
-      limiter(r, ADMIT_FIXED_WINDOW, "4/h", "s", ADMIT_REDIS_FAIL_CLOSED);
+      tr_limiter(r, ADMIT_FIXED_WINDOW, "4/h", "s", ADMIT_REDIS_FAIL_CLOSED);
   admit_decision_t d;
   assert_int_equal(admit_redis_limiter_try(l, "warm", 4, 1, &d), 0);
   redisContext* raw = tr_shared_raw();
@@ -284,9 +270,9 @@ static void test_merged_call_fails_per_member(void** state) {
   admit_redis_t* r = NULL;
   assert_int_equal(admit_redis_new(&r, &o), 0);
   admit_redis_limiter_t* closed =
-      limiter(r, ADMIT_TOKEN_BUCKET, "5/h", "c", ADMIT_REDIS_FAIL_CLOSED);
+      tr_limiter(r, ADMIT_TOKEN_BUCKET, "5/h", "c", ADMIT_REDIS_FAIL_CLOSED);
   admit_redis_limiter_t* open =
-      limiter(r, ADMIT_TOKEN_BUCKET, "5/h", "o", ADMIT_REDIS_FAIL_OPEN);
+      tr_limiter(r, ADMIT_TOKEN_BUCKET, "5/h", "o", ADMIT_REDIS_FAIL_OPEN);
   static results_t rs;
   results_init(&rs);
   assert_int_equal(admit_redis_hold(r), 0);

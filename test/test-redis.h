@@ -299,4 +299,22 @@ static inline admit_quota_t tr_quota(admit_algo_t algo, const char* spec) {
   return q;
 }
 
+/* A limiter on @p r enforcing @p spec (parsed for @p algo) under @p policy;
+ * @p name NULL derives one from the quota. */
+static inline admit_redis_limiter_t* tr_limiter(admit_redis_t* r,
+                                                admit_algo_t algo,
+                                                const char* spec,
+                                                const char* name,
+                                                admit_redis_policy_t policy) {
+  admit_quota_t q = tr_quota(algo, spec);
+  admit_redis_limiter_options_t lo;
+  memset(&lo, 0, sizeof(lo));
+  lo.quota = &q;
+  lo.name = name;
+  lo.on_failure = policy;
+  admit_redis_limiter_t* l = NULL;
+  assert_int_equal(admit_redis_limiter_new(&l, r, &lo), 0);
+  return l;
+}
+
 #endif /* ADMIT_TEST_REDIS_H */
