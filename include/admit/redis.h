@@ -135,7 +135,7 @@ ADMIT_EXTERN int admit_redis_stats(admit_redis_t* r,
  * (one rate; a token bucket, or a fixed window whose period divides or is
  * a whole number of seconds) then go to Redis as one script call, which
  * costs the server a fraction of as many calls; each is still its own
- * decision, made in the order of the calls.
+ * decision, made in the order of the calls on that limiter.
  *
  * For event loops: hold when an iteration starts issuing calls and release
  * at its end (the Python binding does this for every asyncio iteration).
