@@ -311,6 +311,10 @@ def test_closed_connection_refuses(redis_url):
     with pytest.raises(admit.Closed):
         lim.try_acquire("k")
     with pytest.raises(admit.Closed):
+        asyncio.run(lim.try_acquire_async("k"))
+    with pytest.raises(admit.Closed):
+        asyncio.run(lim.wait_and_acquire("k", timeout=1))
+    with pytest.raises(admit.Closed):
         r.ping()
 
 

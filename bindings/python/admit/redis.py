@@ -385,6 +385,8 @@ class RedisLimiter:
         completion queue). If the task is cancelled after Redis admitted
         the units, they are refunded."""
         k = key.encode() if type(key) is str else key_bytes(key)
+        if self._p is None:         # closed: _submit's C limiter is freed
+            self._ptr()
         loop = asyncio.get_running_loop()
         n = notifier(loop)
         fut = loop.create_future()
