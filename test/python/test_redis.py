@@ -303,6 +303,26 @@ def test_failure_policies_when_redis_is_down():
         r.close()
 
 
+async def test_close_with_abandoned_tries_in_flight(redis_url):
+    # Cancelled callers leave tries in flight that nobody awaits; close()
+    # frees the connection first (completing them), then the limiter.
+    from admit._loop import notifier
+    n = notifier(asyncio.get_running_loop())
+    for _ in range(5):
+        r = admit.Redis(redis_url, prefix="t" + uuid.uuid4().hex[:8])
+        lim = admit.RedisLimiter(r, "1000/hour", name=name())
+        tasks = [asyncio.ensure_future(lim.try_acquire_async("k%d" % i))
+                 for i in range(200)]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)      # submitted, and the hold released
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        r.close()
+        await eventually(lambda: n.native_pending == 0)
+        assert n.native_pending == 0
+
+
 def test_closed_connection_refuses(redis_url):
     r = admit.Redis(redis_url, command_timeout=2.0)
     lim = admit.RedisLimiter(r, "1/s", name=name())

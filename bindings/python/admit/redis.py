@@ -198,24 +198,27 @@ class Redis:
                           s.breaker_trips, s.breaker_skips)
 
     def close(self) -> None:
-        """Frees every limiter and semaphore made on this connection, then
-        the connection. Idempotent. Raises :class:`admit.AdmitError`
-        (``ADMIT_EBUSY``) while asynchronous decisions are in flight."""
+        """Frees the connection, then every limiter and semaphore made on
+        it. Idempotent. Raises :class:`admit.AdmitError` (``ADMIT_EBUSY``)
+        while asynchronous decisions are awaited."""
         if self._p is None:
             return
         if any(getattr(c, "_inflight", 0) for c in list(self._children)):
             raise AdmitError(lib.ADMIT_EBUSY, "asynchronous decisions are "
                              "still in flight on this connection")
-        for child in list(self._children):
-            child._close()
         with self._hold_lock:
-            # Held calls are sent (they are all complete by now) before the
-            # connection goes; a release still scheduled finds it gone.
+            # Held calls go out first; a release still scheduled finds the
+            # connection gone.
             while self._holds:
                 self._holds -= 1
                 lib.admit_redis_release(self._p)
+            # Calls nobody awaits any more (cancelled callers, refunds) may
+            # still be in flight: freeing the connection completes them
+            # (ADMIT_ECLOSED), and only then may their limiters go.
             self._finalizer()
             self._p = None
+        for child in list(self._children):
+            child._close()
 
     def __enter__(self) -> "Redis":
         return self
