@@ -217,19 +217,6 @@ int admit_rate_parse(const char* spec, admit_rate_t* rates, size_t cap,
   return n;
 }
 
-/* Writes the decimal digits of @p v at @p out (at least 21 bytes free);
- * returns how many. */
-static size_t put_u64(char* out, uint64_t v) {
-  char tmp[20];
-  size_t n = 0;
-  do {
-    tmp[n++] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
-  for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
-  return n;
-}
-
 int admit_rate_format(const admit_rate_t* rate, char* buf, size_t size) {
   if (buf != NULL && size > 0) buf[0] = '\0';
   if (rate == NULL || buf == NULL || rate->count == 0 ||
@@ -240,9 +227,9 @@ int admit_rate_format(const admit_rate_t* rate, char* buf, size_t size) {
   const rate_unit_t* u = &format_units[0];
   while (rate->period_ns % u->ns != 0) u++;
   char tmp[64];
-  size_t n = put_u64(tmp, rate->count);
+  size_t n = (size_t)admit__u64_dec(tmp, rate->count);
   tmp[n++] = '/';
-  n += put_u64(tmp + n, rate->period_ns / u->ns);
+  n += (size_t)admit__u64_dec(tmp + n, rate->period_ns / u->ns);
   size_t ulen = strlen(u->name);
   memcpy(tmp + n, u->name, ulen);
   n += ulen;
