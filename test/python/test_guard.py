@@ -15,6 +15,7 @@ import pytest
 import admit
 from admit import Outcome
 from admit.fastapi import GuardedClient
+from loop_helpers import Heartbeat, eventually
 
 
 async def ok(x=1):
@@ -379,10 +380,7 @@ async def test_cancelled_pause_async_still_pauses_everyone():
     t.cancel()
     with pytest.raises(asyncio.CancelledError):
         await t
-    for _ in range(500):
-        if l1.stats().pauses == 1:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: l1.stats().pauses == 1)
     assert l1.stats().pauses == 1
     assert not l2.peek("k").allowed
     r1.close()
@@ -401,20 +399,9 @@ async def test_pause_and_vendor_quota_to_a_hung_redis_never_block():
     g = admit.Guard("vendor", global_limiter=lim, global_key="k",
                     quota_low_water=5)
     assert await g.call(ok, queue_timeout=1) == 1
-    gaps = []
-    stop = False
-
-    async def heartbeat():
-        last = time.monotonic()
-        while not stop:
-            await asyncio.sleep(0.01)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-
     os.kill(pid, signal.SIGSTOP)
     try:
-        hb = asyncio.ensure_future(heartbeat())
+        hb = Heartbeat()
         start = time.monotonic()
         assert g.vendor_quota(3, 20.0) is True
         assert time.monotonic() - start < 0.1
@@ -423,17 +410,13 @@ async def test_pause_and_vendor_quota_to_a_hung_redis_never_block():
         # The local pause holds anyway.
         with pytest.raises(admit.RateLimited):
             await g.call(ok, queue_timeout=1, retries=0)
-        for _ in range(200):
-            if lim.stats().pauses_lost == 2:
-                break
-            await asyncio.sleep(0.01)
-        stop = True
-        await hb
+        await eventually(lambda: lim.stats().pauses_lost == 2, seconds=2.0)
+        await hb.stop()
     finally:
         os.kill(pid, signal.SIGCONT)
     s = lim.stats()
     assert (s.pauses, s.pauses_lost) == (0, 2)
     assert g.metrics().pauses == 2
-    assert len(gaps) >= 10
-    assert max(gaps) < 0.25
+    assert len(hb.gaps) >= 10
+    assert max(hb.gaps) < 0.25
     r.close()

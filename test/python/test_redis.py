@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 
 import admit
 from admit.fastapi import RateLimit
+from loop_helpers import Heartbeat, eventually
 
 
 @pytest.fixture
@@ -26,15 +27,6 @@ def redis(redis_url):
                     command_timeout=2.0)
     yield r
     r.close()
-
-
-async def eventually(cond, seconds=5.0):
-    """Waits (on the loop) until cond() holds, at most ``seconds``; the
-    caller asserts afterwards."""
-    for _ in range(int(seconds / 0.01)):
-        if cond():
-            return
-        await asyncio.sleep(0.01)
 
 
 def name():
@@ -125,25 +117,13 @@ async def test_loop_keeps_ticking_while_1000_wait():
     redis = admit.Redis(url, prefix="hb" + uuid.uuid4().hex[:6],
                         command_timeout=5.0)
     lim = admit.RedisLimiter(redis, "500/second", burst=50, name=name())
-    gaps = []
-    stop = False
-
-    async def heartbeat():
-        last = time.monotonic()
-        while not stop:
-            await asyncio.sleep(0.01)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-
-    hb = asyncio.ensure_future(heartbeat())
+    hb = Heartbeat()
     start = time.monotonic()
     res = await asyncio.gather(*[lim.wait_and_acquire("vendor",
                                                       timeout=30)
                                  for _ in range(1000)])
     elapsed = time.monotonic() - start
-    stop = True
-    await hb
+    await hb.stop()
     redis.close()
     assert all(d.allowed for d in res)
     # 1,000 units at 500/s after a burst of 50 take about 1.9 s; the loop
@@ -152,8 +132,8 @@ async def test_loop_keeps_ticking_while_1000_wait():
     # loaded machine, so the bounds are loose: at least one tick per 100 ms
     # on average, and never a gap of half a second.
     assert elapsed >= 1.5
-    assert len(gaps) >= elapsed / 0.1
-    assert max(gaps) < 0.5
+    assert len(hb.gaps) >= elapsed / 0.1
+    assert max(hb.gaps) < 0.5
 
 
 async def test_cancelled_async_decision_is_refunded(redis):
@@ -572,31 +552,19 @@ async def test_refunds_to_a_hung_redis_never_block_the_loop(redis_url):
                     command_timeout=0.3, breaker_failures=1000)
     lim = admit.RedisLimiter(r, "50/hour", name=name())
     assert lim.try_acquire("k", 20).allowed
-    gaps = []
-    stop = False
-
-    async def heartbeat():
-        last = time.monotonic()
-        while not stop:
-            await asyncio.sleep(0.01)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-
     os.kill(pid, signal.SIGSTOP)
     try:
-        hb = asyncio.ensure_future(heartbeat())
+        hb = Heartbeat()
         res = await asyncio.gather(*[lim.refund_async("k", 1)
                                      for _ in range(20)],
                                    return_exceptions=True)
-        stop = True
-        await hb
+        await hb.stop()
     finally:
         os.kill(pid, signal.SIGCONT)
     assert len(res) == 20
     assert all(isinstance(e, admit.BackendUnavailable) for e in res), res
     s = lim.stats()
     assert (s.refunds, s.refunds_lost) == (0, 20)
-    assert len(gaps) >= 10
-    assert max(gaps) < 0.25
+    assert len(hb.gaps) >= 10
+    assert max(hb.gaps) < 0.25
     r.close()
