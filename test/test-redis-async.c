@@ -100,9 +100,7 @@ static void test_uv_many_in_flight(void** state) {
   assert_int_equal(uv_loop_close(&loop), 0);
   admit_redis_limiter_free(l);
   admit_redis_free(r);
-  redisContext* c = tr_shared_raw();
-  tr_flush_prefix(c, "t-async");
-  redisFree(c);
+  tr_flush_shared("t-async");
 }
 
 /* The loop is never blocked: a timer keeps ticking while Redis is hung. */
@@ -215,9 +213,7 @@ static void test_cb_from_threads(void** state) {
   admit_redis_free(r);
   pthread_mutex_destroy(&w.mu);
   pthread_cond_destroy(&w.cv);
-  redisContext* c = tr_shared_raw();
-  tr_flush_prefix(c, "t-async");
-  redisFree(c);
+  tr_flush_shared("t-async");
 }
 
 /* Freeing the connection completes whatever is still queued. */
@@ -385,9 +381,7 @@ static void test_refund_pause_cb(void** state) {
   admit_redis_limiter_free(l);
   admit_redis_free(r);
   done_destroy(&w);
-  redisContext* c = tr_shared_raw();
-  tr_flush_prefix(c, "t-async");
-  redisFree(c);
+  tr_flush_shared("t-async");
 }
 
 /* The same on a caller's libuv loop: callbacks on the loop's thread,
@@ -448,9 +442,7 @@ static void test_refund_pause_uv(void** state) {
   admit_redis_limiter_free(l);
   admit_redis_free(r);
   done_destroy(&w);
-  redisContext* c = tr_shared_raw();
-  tr_flush_prefix(c, "t-async");
-  redisFree(c);
+  tr_flush_shared("t-async");
 }
 
 /* With the server hung, every form returns at once; the callbacks come

@@ -192,9 +192,7 @@ static void test_host_name(void** state) {
   }
   assert_true(up);
   admit_redis_free(r);
-  redisContext* c = tr_shared_raw();
-  tr_flush_prefix(c, "t-host");
-  redisFree(c);
+  tr_flush_shared("t-host");
 }
 
 /* A hash field of @p key as an integer, or -1 if it is missing. */

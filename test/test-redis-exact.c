@@ -157,9 +157,7 @@ static void test_processes_share_one_key(void** state) {
   assert_int_equal(errors, 0);
   assert_true(total <= upper);
   assert_true(total * 100 >= ideal * 95);
-  redisContext* c = tr_shared_raw();
-  tr_flush_prefix(c, "t-exact");
-  redisFree(c);
+  tr_flush_shared("t-exact");
 }
 
 int main(void) {

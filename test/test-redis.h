@@ -106,6 +106,14 @@ static inline long long tr_flush_prefix(redisContext* c, const char* prefix) {
   return n;
 }
 
+/* Deletes the shared server's keys under @p prefix (a test's leftovers). */
+static inline void tr_flush_shared(const char* prefix) {
+  redisContext* c = tr_shared_raw();
+  if (c == NULL) return;
+  tr_flush_prefix(c, prefix);
+  redisFree(c);
+}
+
 /* Asserts that every key matching "prefix:*" has a positive PTTL; returns
  * the number of keys checked. */
 static inline long long tr_all_expire(redisContext* c, const char* prefix) {
