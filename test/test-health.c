@@ -16,6 +16,17 @@ static void nop_cb(void* ud, uint64_t ticket, int status) {
   (void)status;
 }
 
+/* An admission controller of 2 slots on the fake clock, never shedding. */
+static admit_admission_t* two_slot_admission(void) {
+  admit_admission_options_t ao = {0};
+  ao.max_in_flight = 2;
+  ao.no_shedding = 1;
+  ao.clock = &clk;
+  admit_admission_t* a = NULL;
+  assert_int_equal(admit_admission_new(&a, &ao), 0);
+  return a;
+}
+
 static void test_bad_args(void** state) {
   (void)state;
   admit_health_t* h = NULL;
@@ -75,12 +86,7 @@ static void test_bad_args(void** state) {
 static void test_saturation_hysteresis(void** state) {
   (void)state;
   clk = fake_clock(&fc, 1000 * SEC);
-  admit_admission_options_t ao = {0};
-  ao.max_in_flight = 2;
-  ao.no_shedding = 1;
-  ao.clock = &clk;
-  admit_admission_t* a = NULL;
-  assert_int_equal(admit_admission_new(&a, &ao), 0);
+  admit_admission_t* a = two_slot_admission();
   admit_health_options_t ho = {0};
   ho.max_waiting = 3;
   ho.ready_waiting = 1;
@@ -147,12 +153,7 @@ static void test_saturation_hysteresis(void** state) {
 static void test_saturation_per_component(void** state) {
   (void)state;
   clk = fake_clock(&fc, 1000 * SEC);
-  admit_admission_options_t ao = {0};
-  ao.max_in_flight = 2;
-  ao.no_shedding = 1;
-  ao.clock = &clk;
-  admit_admission_t* a = NULL;
-  assert_int_equal(admit_admission_new(&a, &ao), 0);
+  admit_admission_t* a = two_slot_admission();
   admit_semaphore_options_t so = {0};
   so.capacity = 10;
   admit_semaphore_t* sem = NULL;
